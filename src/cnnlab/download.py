@@ -1,0 +1,94 @@
+"""Fetch the CIFAR-10 binary archive, checksum verified, written only once it is known to be good.
+
+HTTP(S) and FTP go through pooch (streaming, progress bar, retries, hashing, temporary file
+renamed after the hash matches). `file://` URLs and plain paths are copied through the same
+temporary-name-then-rename path, hashed with pooch's own hasher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pooch
+
+from cnnlab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+OFFICIAL_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+
+
+def fetch_archive(url: str, md5: str, dest: str | Path, retries: int = 3, timeout_s: int = 60) -> Path:
+    """Download (or copy) `url` to `dest` if its MD5 equals `md5`; leave nothing at `dest` otherwise."""
+    dest = Path(dest)
+    md5 = md5.strip().lower()
+    if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):
+        raise UserError(f"data_md5 '{md5}' is not an MD5 checksum; give the 32 hex digits published with the archive.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scheme = urlparse(url).scheme
+    if scheme in ("http", "https", "ftp", "sftp"):
+        _fetch_remote(url, md5, dest, retries, timeout_s)
+    else:
+        _copy_local(url, md5, dest)
+    log.info("archive %s verified (md5 %s)", dest, md5)
+    return dest
+
+
+def _fetch_remote(url: str, md5: str, dest: Path, retries: int, timeout_s: int) -> None:
+    # Fetch into a private folder first: pooch renames into it only after the hash matched, and
+    # we move the file to `dest` only after pooch returned, so `dest` never holds a partial file.
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
+        registry = pooch.create(
+            path=tmp,
+            base_url="",
+            registry={dest.name: f"md5:{md5}"},
+            urls={dest.name: url},
+            retry_if_failed=retries,
+        )
+        downloader = pooch.HTTPDownloader(progressbar=True, timeout=timeout_s)
+        try:
+            got = registry.fetch(dest.name, downloader=downloader)
+        except ValueError as e:
+            if "hash" in str(e).lower():
+                raise UserError(_mismatch_message(url, md5, _actual_md5(str(e)))) from None
+            raise
+        except Exception as e:  # requests' many connection errors, after pooch's retries
+            raise UserError(
+                f"Could not download {url} after {retries + 1} tries ({type(e).__name__}: {e}); "
+                "check the URL and the network, or pass a local copy with data_url=file:///path."
+            ) from None
+        os.replace(got, dest)
+
+
+def _copy_local(url: str, md5: str, dest: Path) -> None:
+    src = Path(unquote(urlparse(url).path)) if url.startswith("file://") else Path(url)
+    if not src.is_file():
+        raise UserError(f"The data archive {src} does not exist; check data_url (a URL, file:// URL or path).")
+    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        shutil.copyfile(src, tmp_path)
+        actual = pooch.file_hash(str(tmp_path), alg="md5")
+        if actual != md5:
+            raise UserError(_mismatch_message(url, md5, actual))
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _mismatch_message(url: str, expected: str, actual: str) -> str:
+    return (
+        f"The archive from {url} has MD5 {actual} but {expected} was expected; the file was removed. "
+        "Download it again, or if you use a mirror pass its own checksum with data_md5=..."
+    )
+
+
+def _actual_md5(pooch_message: str) -> str:
+    # pooch: "MD5 hash of downloaded file (...) does not match the known hash: expected md5:X but got Y."
+    return pooch_message.rstrip(". ").split()[-1]

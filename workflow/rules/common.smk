@@ -1,0 +1,46 @@
+# Shared by every rule: the study (from conf/study/), the tracking store, the file layout.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from cnnlab.errors import UserError
+from cnnlab.study import load_study
+from cnnlab.tracking import resolve_uri
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+REPO = Path(workflow.basedir)
+CONF_DIR = REPO / "conf"
+# Jobs run the same interpreter as Snakemake, so an un-activated virtual environment works too.
+PYTHON = sys.executable
+
+try:
+    STUDY = load_study(config["study"], CONF_DIR)
+except UserError as e:
+    raise WorkflowError(str(e)) from None
+
+TRACKING_URI = resolve_uri(config["tracking_uri"], "results/mlflow.db")
+
+ARCHIVE = "resources/cifar-10-binary.tar.gz"
+ARRAYS = "results/data/cifar10.npz"
+STATS = "results/data/cifar10.json"
+RUN_DIR = "results/{study}/runs/{variant}/seed{seed}"
+
+
+wildcard_constraints:
+    study=r"[A-Za-z0-9_-]+",
+    variant=r"[A-Za-z0-9_]+",
+    seed=r"\d+",
+
+
+def study_results(wildcards):
+    """Every training result of the study: one per (variant, seed)."""
+    return expand(
+        RUN_DIR + "/result.json",
+        study=wildcards.study,
+        variant=list(STUDY.variants),
+        seed=STUDY.seeds,
+    )

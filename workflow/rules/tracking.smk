@@ -1,0 +1,14 @@
+# The MLflow database and the study's experiment are created here, once, before any training job:
+# parallel jobs then never race to create tables or the experiment.
+rule init_tracking:
+    input:
+        stats=rules.prepare_data.output.stats,
+    output:
+        info="results/{study}/tracking.json",
+    params:
+        uri=TRACKING_URI,
+        artifact_root="results/mlartifacts/{study}",
+    log:
+        "logs/{study}/init_tracking.log",
+    script:
+        "../scripts/init_tracking.py"

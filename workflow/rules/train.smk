@@ -1,0 +1,28 @@
+# One job per (variant, seed). The job resumes from its last checkpoint if it was interrupted,
+# so the run folder is not an output: Snakemake must not delete it when a job fails.
+rule train_variant:
+    input:
+        arrays=rules.prepare_data.output.arrays,
+        stats=rules.prepare_data.output.stats,
+        tracking=rules.init_tracking.output.info,
+    output:
+        result=RUN_DIR + "/result.json",
+    params:
+        run_dir=RUN_DIR,
+        conf_dir=CONF_DIR,
+        uri=TRACKING_URI,
+    log:
+        "logs/{study}/train/{variant}-seed{seed}.log",
+    benchmark:
+        "benchmarks/{study}/train/{variant}-seed{seed}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "OMP_NUM_THREADS={threads} {PYTHON} -m cnnlab.train --config-dir {params.conf_dir}"
+        " study={wildcards.study} variant={wildcards.variant} seed={wildcards.seed}"
+        " run.dir={params.run_dir} data.arrays={input.arrays} tracking.uri='{params.uri}'"
+        " trainer.threads={threads} trainer.progress_bar=false"
+        " > {log} 2>&1"

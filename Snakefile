@@ -24,3 +24,15 @@ rule all:
         rules.build_report.output.html.format(study=STUDY.name),
         rules.build_report.output.summary.format(study=STUDY.name),
     default_target: True
+
+
+onerror:
+    # With --keep-going every job that could run has run by now: build the report from what
+    # MLflow holds, so the failed variants show as failed. Skipped when training never started.
+    if Path(ARRAYS).exists() and Path(f"results/{STUDY.name}/tracking.json").exists():
+        shell(
+            "{PYTHON} -m cnnlab.report --uri '{TRACKING_URI}' --study {STUDY.name}"
+            " --conf-dir {CONF_DIR} --arrays {ARRAYS} --out results/{STUDY.name}/report"
+            " > logs/{STUDY.name}/build_report_after_error.log 2>&1"
+            " || echo 'cnnlab: the report after the error could not be built; see logs/{STUDY.name}/build_report_after_error.log'"
+        )

@@ -17,6 +17,7 @@ class atomic_path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.")
         os.close(fd)
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -29,3 +30,9 @@ class atomic_path:
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         Path(tmp).write_text(text)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

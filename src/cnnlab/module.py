@@ -6,6 +6,7 @@ host; the loss is checked for NaN/inf every `nan_check_every` batches.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -15,6 +16,9 @@ import torch.nn.functional as F
 
 from cnnlab.errors import UserError
 from cnnlab.regularization import l1_penalty, l2_penalty, penalized_weights
+
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -127,6 +131,11 @@ class Classifier(pl.LightningModule):
             "epoch_seconds": seconds,
             "train/images_per_sec": n * self.trainer.world_size / seconds if seconds > 0 else float("nan"),
         }
+        m = self.epoch_metrics
+        log.info(
+            "epoch %d: train/loss %.4f train/acc %.4f val/loss %.4f val/acc %.4f (%.1f s, %.0f images/s)",
+            self.current_epoch, t_loss, t_acc, v_loss, v_acc, seconds, m["train/images_per_sec"],
+        )
 
     # -- test ----------------------------------------------------------------------------------
     def on_test_start(self) -> None:

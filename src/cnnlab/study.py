@@ -36,6 +36,7 @@ class Study:
     description: str
     seeds: tuple[int, ...]
     overrides: tuple[str, ...]  # applied to every variant, before the variant's own
+    model_overrides: dict[str, tuple[str, ...]]  # per model choice (conf/model/<name>), after `overrides`
     variants: dict[str, Variant]
     report: dict
 
@@ -46,6 +47,15 @@ class Study:
                 f"{', '.join(self.variants)}."
             )
         return self.variants[name]
+
+    def overrides_for(self, name: str) -> list[str]:
+        """The Hydra overrides of one variant: the study's, its model's, then its own."""
+        variant = self.variant(name)
+        model = "mlp"  # conf/config.yaml's default
+        for o in (*self.overrides, *variant.overrides):
+            if o.startswith("model="):
+                model = o.split("=", 1)[1]
+        return [*self.overrides, *self.model_overrides.get(model, ()), *variant.overrides]
 
 
 def available_studies(conf_dir: Path = CONF_DIR) -> list[str]:
@@ -71,12 +81,10 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
         ) from None
     if not isinstance(raw, dict):
         raise UserError(f"Study file {path} must be a mapping with 'seeds' and 'variants'.")
-    unknown = set(raw) - {"description", "seeds", "overrides", "variants", "report"}
+    keys = ("description", "seeds", "overrides", "model_overrides", "variants", "report")
+    unknown = set(raw) - set(keys)
     if unknown:
-        raise UserError(
-            f"Study file {path} has unknown keys {sorted(unknown)}; "
-            "valid keys: description, seeds, overrides, variants, report."
-        )
+        raise UserError(f"Study file {path} has unknown keys {sorted(unknown)}; valid keys: {', '.join(keys)}.")
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise UserError(f"Study file {path}: 'seeds' must be a list of non-negative integers.")
@@ -99,6 +107,10 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
         description=str(raw.get("description", "")).strip(),
         seeds=tuple(seeds),
         overrides=tuple(_override_list(raw.get("overrides", []), path, "overrides")),
+        model_overrides={
+            str(m): tuple(_override_list(v, path, f"model_overrides.{m}"))
+            for m, v in (raw.get("model_overrides") or {}).items()
+        },
         variants=variants,
         report=dict(raw.get("report") or {}),
     )
@@ -123,9 +135,10 @@ def compose_config(
     all_overrides: list[str] = []
     if study is not None:
         st = load_study(study, conf_dir)
-        all_overrides += [*st.overrides]
         if variant is not None:
-            all_overrides += [*st.variant(variant).overrides, f"run.variant={variant}"]
+            all_overrides += [*st.overrides_for(variant), f"run.variant={variant}"]
+        else:
+            all_overrides += [*st.overrides]
         all_overrides += [f"run.study={study}"]
     if seed is not None:
         all_overrides.append(f"seed={seed}")

@@ -1,0 +1,52 @@
+"""Shared test helpers: tiny prepared data, a copy of the workflow, running real commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from cnnlab.preprocess import prepare
+from tests.tiny_cifar import write_tiny_archive
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def tiny_prepared(folder: Path, n_per_batch: int = 100, val_size: int = 100) -> Path:
+    """A tiny archive prepared into folder/data/cifar10.npz (+ .json); returns the npz path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / "tiny.tar.gz"
+    md5 = write_tiny_archive(archive, n_per_batch)
+    arrays = folder / "data" / "cifar10.npz"
+    prepare(archive, arrays, arrays.with_suffix(".json"), md5, val_size=val_size,
+            train_records=5 * n_per_batch, test_records=n_per_batch)
+    return arrays
+
+
+def copy_workflow(dest: Path, studies: dict[str, str] | None = None) -> Path:
+    """The Snakefile, workflow/ and conf/ copied to dest, plus extra study files {name: yaml}."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    for folder in ("workflow", "conf"):
+        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, text in (studies or {}).items():
+        (dest / "conf" / "study" / f"{name}.yaml").write_text(text)
+    return dest
+
+
+def train_cmd(*overrides: str) -> list[str]:
+    return [PYTHON, "-m", "cnnlab.train", "trainer.progress_bar=false", *overrides]
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,101 @@
+"""Every study composes and builds; bad config ends with one clear sentence, no traceback."""
+
+import pytest
+import torch
+
+from cnnlab.errors import UserError
+from cnnlab.models import build_network, count_parameters
+from cnnlab.study import available_studies, compose_config, load_study
+from tests.helpers import REPO, run, train_cmd
+
+
+@pytest.mark.parametrize("study", available_studies())
+def test_every_variant_of_every_study_composes_and_builds(study):
+    st = load_study(study)
+    assert st.variants and st.seeds
+    for name in st.variants:
+        cfg = compose_config(study=study, variant=name, seed=st.seeds[0])
+        assert cfg.run.variant == name and cfg.run.study == study
+        net = build_network(cfg.model)
+        assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_lecture_study_has_baseline_each_optimization_and_all_for_both_families():
+    st = load_study("lecture")
+    assert len(st.seeds) == 3
+    for family in ("mlp", "cnn"):
+        names = {v for v in st.variants if v.startswith(family + "_")}
+        expected = {"baseline", "zscore", "augment", "adaptive_lr", "l1", "l2", "dropout", "batchnorm", "all"}
+        assert names == {f"{family}_{k}" for k in expected}
+    base = compose_config(study="lecture", variant="mlp_baseline", seed=0)
+    assert base.data.normalize == "unit" and base.augment.translate == 0 and not base.augment.flip
+    assert base.optimizer.name == "sgd" and base.optimizer.momentum == 0 and base.schedule.name == "constant"
+    assert base.regularization.l1 == 0 and base.regularization.l2 == 0
+    quick = load_study("quick")
+    assert set(quick.variants) == set(st.variants) and len(quick.seeds) == 1
+
+
+def test_mlp_parameter_count_matches_hand_computation():
+    cfg = compose_config(["model=mlp", "model.hidden=[100,50]"])
+    # 3072*100 + 100, 100*50 + 50, 50*10 + 10
+    assert count_parameters(build_network(cfg.model)) == 3072 * 100 + 100 + 100 * 50 + 50 + 50 * 10 + 10
+
+
+def test_cnn_parameter_count_matches_hand_computation():
+    cfg = compose_config(["model=cnn", "model.channels=[8,16]", "model.hidden=[32]"])
+    conv = (3 * 8 * 9 + 8) + (8 * 16 * 9 + 16)
+    # 32 -> pool 16 -> pool 8: 16 channels * 8 * 8 features
+    fc = (16 * 8 * 8 * 32 + 32) + (32 * 10 + 10)
+    assert count_parameters(build_network(cfg.model)) == conv + fc
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["model=resnet"], "valid choices: cnn, fastcnn, mlp"),
+        (["trainer.max_epoch=3"], "Unknown config key 'trainer.max_epoch'; valid keys there:"),
+        (["trainer.max_epochs=many"], "Bad value for 'trainer.max_epochs'"),
+        (["model.padding_mode=mirror"], "valid choices: zeros, replicate, circular"),
+        (["optimizer.name=rmsprop"], "valid choices: sgd, adam, adamw"),
+    ],
+)
+def test_bad_overrides_are_one_clear_sentence(overrides, fragment):
+    with pytest.raises(UserError) as err:
+        compose_config(overrides)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_variant_and_study_list_the_valid_choices():
+    with pytest.raises(UserError, match="Unknown variant 'cnn_huge' in study 'quick'; valid variants: mlp_baseline"):
+        compose_config(study="quick", variant="cnn_huge")
+    with pytest.raises(UserError, match=r"Unknown study 'nope'; valid studies: .*lecture.*quick"):
+        load_study("nope")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["study=quick", "variant=cnn_huge"], "Unknown variant 'cnn_huge'"),
+        (["study=nope"], "Unknown study 'nope'"),
+        (["model=resnet"], "Could not find 'model/resnet'; valid choices: cnn, fastcnn, mlp"),
+        (["trainer.max_epochs=x"], "Bad value for 'trainer.max_epochs'"),
+        (["seed=-1"], "seed must be a non-negative integer"),
+    ],
+)
+def test_cli_prints_one_line_without_traceback(tmp_path, args, fragment):
+    proc = run(train_cmd(*args), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_broken_study_yaml_is_reported_with_its_line(tmp_path):
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "study" / "broken.yaml").write_text("seeds: [0]\nvariants:\n  a:\n    overrides: [model.hidden=[8]]\n")
+    with pytest.raises(UserError, match="not valid YAML at line 4; quote overrides"):
+        load_study("broken", conf)

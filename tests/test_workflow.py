@@ -1,0 +1,62 @@
+"""The real `snakemake` command, end to end, on a tiny archive served from 127.0.0.1."""
+
+import csv
+import functools
+import http.server
+import threading
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.helpers import SNAKEMAKE, copy_workflow, read_json, run
+from tests.tiny_cifar import write_tiny_archive
+
+TINY = ["train_records=500", "test_records=100", "val_size=100"]
+
+
+@pytest.fixture
+def served_archive(tmp_path):
+    folder = tmp_path / "www"
+    folder.mkdir()
+    md5 = write_tiny_archive(folder / "cifar-10-binary.tar.gz", 100)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cifar-10-binary.tar.gz", md5
+    server.shutdown()
+
+
+def snakemake(workdir, *args, timeout=900):
+    return run([SNAKEMAKE, "--cores", "2", "-s", str(workdir / "Snakefile"), "--directory", str(workdir), *args],
+               cwd=workdir, timeout=timeout)
+
+
+def test_smoke_study_from_download_to_report_then_nothing_to_do(tmp_path, served_archive):
+    url, md5 = served_archive
+    wd = copy_workflow(tmp_path / "wd")
+    config = ["--config", "study=smoke", f"data_url={url}", f"data_md5={md5}", *TINY]
+    proc = snakemake(wd, *config)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = wd / "results" / "smoke" / "report"
+    assert (report / "report.html").stat().st_size > 10_000
+    rows = {r["variant"]: r for r in csv.DictReader(open(report / "summary.csv"))}
+    assert set(rows) == {"mlp_baseline", "cnn_baseline"}
+    assert rows["mlp_baseline"]["model"] == "mlp" and rows["cnn_baseline"]["model"] == "cnn"
+    client = MlflowClient(f"sqlite:///{wd / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], "tags.`cnnlab.kind` = 'train'")
+    assert sorted(r.data.tags["variant"] for r in runs) == ["cnn_baseline", "mlp_baseline"]
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        result = read_json(wd / "results" / "smoke" / "runs" / r.data.tags["variant"] / "seed0" / "result.json")
+        assert r.data.metrics["test/acc"] == pytest.approx(result["test_acc"])
+        assert float(rows[r.data.tags["variant"]]["test_acc_mean"]) == pytest.approx(result["test_acc"])
+        assert int(rows[r.data.tags["variant"]]["params"]) == result["params"]
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val/loss")] == [0, 1]
+    kinds = {r.data.tags.get("cnnlab.kind") for r in client.search_runs([exp.experiment_id])}
+    assert {"prepare", "train", "report"} <= kinds
+
+    again = snakemake(wd, *config, "--dry-run")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr

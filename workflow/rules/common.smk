@@ -24,6 +24,24 @@ except UserError as e:
 
 TRACKING_URI = resolve_uri(config["tracking_uri"], "results/mlflow.db")
 
+
+
+def count_local_gpus() -> int:
+    """GPUs on this machine, from nvidia-smi (importing torch here would slow every invocation)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return 0
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+    return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
+# One training job per GPU when running locally and the command line set no `gpu` limit.
+# Under a cluster executor the scheduler hands out GPUs instead.
+if workflow.local_exec and "gpu" not in workflow.global_resources and count_local_gpus() > 0:
+    workflow.register_resource("gpu", count_local_gpus())
+
 ARCHIVE = "resources/cifar-10-binary.tar.gz"
 ARRAYS = "results/data/cifar10.npz"
 STATS = "results/data/cifar10.json"

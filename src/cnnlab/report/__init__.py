@@ -1,0 +1,9 @@
+"""The comparison report: `python -m cnnlab.report --uri URI --study NAME --conf-dir DIR --arrays PATH --out DIR`.
+
+Built from the MLflow store and the preprocessed test set alone, so it can also run from the
+workflow's error hook when some training jobs failed: those variants show as failed or missing.
+"""
+
+from cnnlab.report.build import FIGURES, build_report
+
+__all__ = ["FIGURES", "build_report"]

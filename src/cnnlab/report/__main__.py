@@ -1,0 +1,34 @@
+"""`python -m cnnlab.report --uri URI --study NAME --conf-dir DIR --arrays PATH --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from cnnlab.errors import UserError
+from cnnlab.report.build import build_report
+from cnnlab.study import CONF_DIR
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cnnlab.report", description=build_report.__doc__)
+    parser.add_argument("--uri", required=True, help="MLflow tracking URI, e.g. sqlite:///results/mlflow.db")
+    parser.add_argument("--study", required=True, help="study name (conf/study/<name>.yaml; the MLflow experiment)")
+    parser.add_argument("--conf-dir", default=str(CONF_DIR), help="the Hydra conf/ folder holding study/")
+    parser.add_argument("--arrays", required=True, help="the preprocessed .npz (its .json statistics next to it)")
+    parser.add_argument("--out", required=True, help="folder for report.html, summary.csv/.md and the figures")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        result = build_report(args.uri, args.study, args.conf_dir, args.arrays, args.out)
+    except UserError as e:
+        print(f"cnnlab-report: error: {e}", file=sys.stderr)
+        return 1
+    print(result["html"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

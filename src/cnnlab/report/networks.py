@@ -1,0 +1,151 @@
+"""Trained networks rebuilt from a run's MLflow artifacts (config.yaml, checkpoints/best.ckpt)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+from torch import nn
+
+from cnnlab.batches import normalize
+from cnnlab.checkpoint import load_state_dict
+from cnnlab.models import build_network
+from cnnlab.report.runs import FINISHED, RunRecord
+
+log = logging.getLogger(__name__)
+
+CNN_FAMILIES = ("cnn", "fastcnn")  # the lecture's CNN first; the speed-record CNN if it is all there is
+
+
+@dataclass
+class TrainedNet:
+    variant: str
+    seed: int
+    run_id: str
+    net: nn.Module
+    cfg: object
+    test_acc: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} (seed {self.seed})"
+
+    def prepare(self, x_uint8: torch.Tensor, stats: dict) -> torch.Tensor:
+        """uint8 images (B, 3, H, W) normalized the way this network was trained."""
+        if self.cfg.data.normalize == "zscore":
+            return normalize(x_uint8, stats["mean"], stats["std"])
+        return normalize(x_uint8, None, None)
+
+    @torch.no_grad()
+    def predict(self, x_uint8: torch.Tensor, stats: dict, batch_size: int = 500) -> torch.Tensor:
+        out = [
+            self.net(self.prepare(x_uint8[i : i + batch_size], stats)).argmax(1)
+            for i in range(0, len(x_uint8), batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def download(client: MlflowClient, run_id: str, artifact: str, dst: Path) -> Path | None:
+    try:
+        return Path(client.download_artifacts(run_id, artifact, str(dst)))
+    except Exception as e:  # absent artifact, unreachable artifact store: the figure says unavailable
+        log.info(
+            "run %s: artifact %s unavailable (%s)", run_id, artifact, str(e).splitlines()[0][:200] if str(e) else e
+        )
+        return None
+
+
+def load_config(client: MlflowClient, run_id: str):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download(client, run_id, "config.yaml", Path(tmp))
+        return OmegaConf.load(path) if path else None
+
+
+def num_classes(state_dict: dict) -> int:
+    """The output size: the last weight matrix's row count."""
+    last = [v for k, v in state_dict.items() if k.endswith("weight") and v.dim() == 2][-1]
+    return last.shape[0]
+
+
+def load_trained(client: MlflowClient, record: RunRecord) -> TrainedNet | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = download(client, record.run_id, "config.yaml", Path(tmp))
+        ckpt_path = download(client, record.run_id, "checkpoints/best.ckpt", Path(tmp))
+        if cfg_path is None or ckpt_path is None:
+            return None
+        cfg = OmegaConf.load(cfg_path)
+        state = load_state_dict(ckpt_path)
+    net = build_network(cfg.model, num_classes=num_classes(state))
+    net.load_state_dict(state)
+    net.eval()
+    return TrainedNet(record.variant, record.seed, record.run_id, net, cfg, record.metric("test/acc"))
+
+
+def first_layer_params(net: nn.Module) -> int:
+    """Weights and bias of the first Linear or Conv2d: where the input's dimensionality bites."""
+    for m in net.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            return m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+    raise ValueError("network has no Linear or Conv2d layer")
+
+
+def first_layer_counts(client: MlflowClient, records: list[RunRecord]) -> dict[str, int]:
+    """Per variant, the first layer's parameters of a network rebuilt from one finished run's config."""
+    counts = {}
+    for variant in dict.fromkeys(r.variant for r in records):
+        run = next((r for r in records if r.variant == variant and r.state == FINISHED), None)
+        cfg = load_config(client, run.run_id) if run else None
+        if cfg is not None:
+            counts[variant] = first_layer_params(build_network(cfg.model))
+    return counts
+
+
+def best_records(records: list[RunRecord], table) -> dict[str, RunRecord]:
+    """The best MLP and the best CNN variant (mean test accuracy), each as its best seed's run."""
+    best = {}
+    ranked = table[table.n_runs > 0].sort_values("test_acc_mean", ascending=False)
+    for kind, families in (("mlp", ("mlp",)), ("cnn", CNN_FAMILIES)):
+        for family in families:
+            rows = ranked[ranked.model == family]
+            if len(rows):
+                variant = rows.iloc[0].variant
+                runs = [r for r in records if r.variant == variant and r.state == FINISHED]
+                best[kind] = max(
+                    runs, key=lambda r: -math.inf if math.isnan(r.metric("test/acc")) else r.metric("test/acc")
+                )
+                break
+    return best
+
+
+def load_best(client: MlflowClient, records: list[RunRecord], table) -> dict[str, TrainedNet]:
+    nets = {}
+    for kind, record in best_records(records, table).items():
+        trained = load_trained(client, record)
+        if trained is not None:
+            nets[kind] = trained
+            log.info("best %s: %s, test acc %.4f", kind.upper(), trained.label, trained.test_acc)
+    return nets
+
+
+def confusion_matrix(
+    client: MlflowClient, trained: TrainedNet, x: torch.Tensor, y: np.ndarray, stats: dict
+) -> np.ndarray:
+    """The run's own confusion_matrix.csv; recomputed on the test set when the artifact is absent."""
+    n = len(stats["classes"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download(client, trained.run_id, "confusion_matrix.csv", Path(tmp))
+        if path is not None:
+            cm = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, n + 1), dtype=np.int64, ndmin=2)
+            if cm.shape == (n, n):
+                return cm
+    pred = trained.predict(x, stats).numpy()
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y, dtype=np.int64), pred), 1)
+    return cm

@@ -1,0 +1,177 @@
+"""Figures over the whole study: ablation, learning curves, parameters vs accuracy, sensitivity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from cnnlab.figures import plt
+from cnnlab.report.runs import FINISHED, RunRecord
+from cnnlab.report.summary import sample_std
+
+FAMILY_COLORS = {"mlp": "tab:blue", "cnn": "tab:orange", "fastcnn": "tab:green"}
+MODE_COLORS = {"zeros": "tab:blue", "replicate": "tab:green", "circular": "tab:purple"}
+MAX_LABELLED = 24  # beyond this many variants, names and legends crowd the plot out
+
+
+def baselines(table: pd.DataFrame) -> dict[str, str]:
+    """family -> its baseline variant (adds == 'baseline')."""
+    rows = table[table.adds.str.strip().str.lower() == "baseline"]
+    return {r.model: r.variant for r in rows.itertuples()}
+
+
+def ablation_table(table: pd.DataFrame, records: list[RunRecord]) -> pd.DataFrame:
+    """Change in test accuracy over the family's baseline, paired by seed (same seed, same start).
+
+    Error: sample std of the per-seed differences; 0 for one shared seed.
+    """
+    acc = {(r.variant, r.seed): r.metric("test/acc") for r in records if r.state == FINISHED}
+    rows = []
+    for family, base in baselines(table).items():
+        for r in table[(table.model == family) & (table.variant != base)].itertuples():
+            diffs = [acc[(r.variant, s)] - acc[(base, s)] for (v, s) in acc if v == r.variant and (base, s) in acc]
+            rows.append(
+                {
+                    "model": family,
+                    "variant": r.variant,
+                    "adds": r.adds,
+                    "delta_mean": float(np.mean(diffs)) if diffs else math.nan,
+                    "delta_std": sample_std(diffs) if diffs else math.nan,
+                    "n_pairs": len(diffs),
+                }
+            )
+    return pd.DataFrame(rows, columns=["model", "variant", "adds", "delta_mean", "delta_std", "n_pairs"])
+
+
+def ablation_figure(ablation: pd.DataFrame):
+    families = list(dict.fromkeys(ablation.model)) or ["(none)"]
+    height = max(2.5, 0.35 * ablation.groupby("model").size().max() + 1.2) if len(ablation) else 2.5
+    fig, axes = plt.subplots(
+        1, len(families), figsize=(5.2 * len(families), height), dpi=100, squeeze=False, sharex=True
+    )
+    for ax, family in zip(axes[0], families, strict=False):
+        rows = ablation[ablation.model == family]
+        y = np.arange(len(rows))[::-1]
+        together = rows.adds.str.lower().str.contains("all")
+        colors = ["tab:red" if t else FAMILY_COLORS.get(family, "tab:gray") for t in together]
+        ax.barh(y, 100 * rows.delta_mean.fillna(0), xerr=100 * rows.delta_std.fillna(0), color=colors, capsize=3)
+        ax.set_yticks(y, [f"{a}{'' if n else ' (no data)'}" for a, n in zip(rows.adds, rows.n_pairs, strict=False)])
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"{family.upper()}: change over its baseline")
+        ax.set_xlabel("test accuracy change (percentage points)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def mean_curve(records: list[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, mean, min, max) over the seeds that logged each epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for r in records:
+        for step, value in r.history.get(key, []):
+            by_epoch.setdefault(step, []).append(value)
+    epochs = np.array(sorted(by_epoch))
+    values = [by_epoch[e] for e in epochs]
+    return (
+        epochs,
+        np.array([np.mean(v) for v in values]),
+        np.array([min(v) for v in values]),
+        np.array([max(v) for v in values]),
+    )
+
+
+def learning_curves_figure(table: pd.DataFrame, records: list[RunRecord]):
+    families = list(dict.fromkeys(table.model)) or ["(none)"]
+    fig, axes = plt.subplots(2, len(families), figsize=(5.2 * len(families), 7), dpi=100, squeeze=False)
+    for col, family in enumerate(families):
+        variants = list(table[table.model == family].variant)
+        cmap = plt.get_cmap("tab10" if len(variants) <= 10 else "viridis")
+        for i, variant in enumerate(variants):
+            runs = [r for r in records if r.variant == variant and r.history]
+            color = cmap(i if len(variants) <= 10 else i / max(len(variants) - 1, 1))
+            for row, key in enumerate(("val/acc", "val/loss")):
+                epochs, mid, lo, hi = mean_curve(runs, key)
+                if len(epochs) == 0:
+                    continue
+                ax = axes[row, col]
+                ax.plot(
+                    epochs + 1, mid, color=color, lw=1.4, label=variant, marker="o" if len(epochs) < 4 else None, ms=3
+                )
+                ax.fill_between(epochs + 1, lo, hi, color=color, alpha=0.15, lw=0)
+        for row, key in enumerate(("validation accuracy", "validation loss")):
+            ax = axes[row, col]
+            ax.set_title(f"{family.upper()}: {key}")
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            if ax.lines and row == 0 and len(variants) <= MAX_LABELLED:
+                ax.legend(fontsize=7, ncol=2 if len(variants) > 8 else 1)
+    fig.suptitle("Mean over seeds; band: min to max", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def params_figure(table: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=100)
+    done = table[table.n_runs > 0]
+    for family, rows in done.groupby("model"):
+        ax.errorbar(
+            rows.params.astype(float),
+            100 * rows.test_acc_mean,
+            yerr=100 * rows.test_acc_std,
+            fmt="o",
+            capsize=3,
+            color=FAMILY_COLORS.get(family, "tab:gray"),
+            label=family.upper(),
+        )
+        if len(done) <= MAX_LABELLED:
+            for r in rows.itertuples():
+                ax.annotate(
+                    r.variant,
+                    (float(r.params), 100 * r.test_acc_mean),
+                    fontsize=7,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    ax.set_title("Problema 1: parameters against accuracy")
+    ax.grid(alpha=0.3, which="both")
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_figure(tables: dict, labels: dict[str, str]):
+    fig, (ax_shift, ax_scale) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    styles = {"mlp": "-", "cnn": "--"}
+    for kind, table in tables.items():
+        shift = table[table["transform"] == "shift"]
+        for mode, rows in shift.groupby("mode", sort=False):
+            ax_shift.plot(
+                rows.amount,
+                100 * rows.acc,
+                styles[kind],
+                marker="o",
+                ms=3,
+                color=MODE_COLORS[mode],
+                label=f"{labels[kind]}, {mode}",
+            )
+        scale = table[table["transform"] == "scale"]
+        ax_scale.plot(scale.amount, 100 * scale.acc, styles[kind], marker="o", ms=3, color="black", label=labels[kind])
+    ax_shift.set_xlabel("shift (pixels)")
+    ax_scale.set_xlabel("scale factor (zero-filled border)")
+    for ax, title in ((ax_shift, "accuracy against shift"), (ax_scale, "accuracy against scale")):
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle("Problema 2: solid = MLP, dashed = CNN", fontsize=9)
+    fig.tight_layout()
+    return fig

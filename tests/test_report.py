@@ -1,0 +1,251 @@
+"""The comparison report, built from a real SQLite MLflow store holding known runs.
+
+The store is written the way training writes it (tags, per-epoch and final metrics, config.yaml
+and checkpoints/best.ckpt artifacts of real, tiny networks), with one failed run, one missing seed
+and one variant that never ran, so the report's numbers can be checked by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from omegaconf import OmegaConf
+
+from cnnlab.models import build_network
+from cnnlab.preprocess import prepare
+from cnnlab.report import FIGURES, build_report
+from cnnlab.report.__main__ import main as report_main
+from cnnlab.study import CONF_DIR, compose_config
+from tests.tiny_cifar import write_tiny_archive
+
+STUDY = "reptest"
+BARE_STUDY = "reptest_bare"  # the same runs without any artifacts
+STUDY_YAML = """\
+description: A hand-made store for the report's tests.
+seeds: [0, 1]
+overrides:
+  - trainer.max_epochs=3
+  - "model.hidden=[16]"
+variants:
+  mlp_baseline: {adds: baseline, overrides: [model=mlp]}
+  mlp_zscore: {adds: z-score, overrides: [model=mlp, data=zscore]}
+  mlp_dropout: {adds: dropout, overrides: [model=mlp, model.dropout=0.2]}
+  cnn_baseline: {adds: baseline, overrides: [model=cnn, "model.channels=[4,8]"]}
+  cnn_all: {adds: all together, overrides: [model=cnn, "model.channels=[4,8]", data=zscore]}
+report:
+  sensitivity_images: 40
+"""
+# (variant, seed) -> final test accuracy; None marks a failed run. Absent pairs have no run.
+TEST_ACC = {
+    ("mlp_baseline", 0): 0.38,
+    ("mlp_baseline", 1): 0.42,
+    ("mlp_zscore", 0): 0.45,
+    ("mlp_zscore", 1): None,
+    ("cnn_baseline", 0): 0.50,
+    ("cnn_baseline", 1): 0.56,
+    ("cnn_all", 0): 0.61,
+}
+FAILURE = "NonFiniteLossError: the loss became nan at epoch 2"
+EPOCHS = 3
+
+
+def make_data(root: Path) -> Path:
+    archive = root / "tiny.tar.gz"
+    md5 = write_tiny_archive(archive, n_per_batch=20, n_test=60)
+    arrays = root / "data" / "cifar10.npz"
+    prepare(archive, arrays, arrays.with_suffix(".json"), md5, val_size=20, train_records=100, test_records=60)
+    return arrays
+
+
+def make_conf(root: Path) -> Path:
+    conf = root / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    for name in (STUDY, BARE_STUDY):
+        (conf / "study" / f"{name}.yaml").write_text(STUDY_YAML)
+    return conf
+
+
+def save_trained_artifacts(client, run_id: str, cfg, folder: Path, seed: int) -> None:
+    """A real (untrained) network of the variant's config, saved as training saves its best checkpoint."""
+    torch.manual_seed(seed)
+    net = build_network(cfg.model)
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, folder / "best.ckpt")
+    client.log_artifact(run_id, str(folder / "config.yaml"))
+    client.log_artifact(run_id, str(folder / "best.ckpt"), "checkpoints")
+
+
+def make_store(root: Path, conf: Path, study: str = STUDY, with_checkpoints: bool = True) -> str:
+    """The study's runs as an experiment in root/mlflow.db (created on first use: that costs seconds)."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(study, artifact_location=(root / "artifacts" / study).as_uri())
+    client.create_run(exp_id, run_name="prepare_data", tags={"cnnlab.kind": "prepare"})
+    configs = {}
+    for (variant, seed), acc in TEST_ACC.items():
+        if variant not in configs:
+            configs[variant] = compose_config([], study, variant, 0, conf)
+        cfg = configs[variant]
+        tags = {
+            "cnnlab.kind": "train",
+            "study": study,
+            "variant": variant,
+            "seed": str(seed),
+            "model": cfg.model.family,
+            "git_commit": "abc123def456",
+            "git_dirty": "False",
+            "data_md5": "d41d8cd9",
+            "device": "cpu test",
+            "torch_version": torch.__version__,
+        }
+        run_id = client.create_run(exp_id, run_name=f"{variant}-seed{seed}", tags=tags).info.run_id
+        client.log_batch(
+            run_id, params=[Param("model.family", cfg.model.family), Param("data.normalize", cfg.data.normalize)]
+        )
+        epochs = 2 if acc is None else EPOCHS
+        history = []
+        for e in range(epochs):
+            val = (acc or 0.3) * (0.7 + 0.1 * e)
+            history += [
+                Metric("val/acc", val, 0, e),
+                Metric("val/loss", 2.0 - 0.2 * e, 0, e),
+                Metric("train/images_per_sec", 1000.0 * (e + 1), 0, e),
+            ]
+        client.log_batch(run_id, metrics=history)
+        if acc is None:
+            client.set_tag(run_id, "error", FAILURE)
+            client.set_terminated(run_id, "FAILED")
+            continue
+        final = {
+            "test/acc": acc,
+            "test/loss": 1.5,
+            "best_val_acc": acc + 0.01,
+            "epochs": EPOCHS,
+            "params": 1000 * (seed + 7),
+            "job_seconds": 10.0 + seed,
+        }
+        client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in final.items()])
+        if with_checkpoints:
+            save_trained_artifacts(client, run_id, cfg, root / "runs" / study / f"{variant}-{seed}", seed)
+        client.set_terminated(run_id, "FINISHED")
+    return uri
+
+
+class Fixture:
+    """Data, conf and one store holding both studies, made once for the module."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.arrays = make_data(root)
+        self.conf = make_conf(root)
+        self.uri = make_store(root, self.conf, STUDY)
+        make_store(root, self.conf, BARE_STUDY, with_checkpoints=False)
+
+    def build(self, study: str = STUDY) -> tuple[dict, Path]:
+        out = self.root / f"report-{study}"
+        return build_report(self.uri, study, self.conf, self.arrays, out), out
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory) -> Fixture:
+    return Fixture(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def built(fixture) -> tuple[dict, Path]:
+    return fixture.build()
+
+
+def test_summary_numbers_equal_a_hand_computation(built):
+    _, out = built
+    table = pd.read_csv(out / "summary.csv").set_index("variant")
+    assert list(table.index) == ["mlp_baseline", "mlp_zscore", "mlp_dropout", "cnn_baseline", "cnn_all"]
+    base = table.loc["mlp_baseline"]
+    assert base.test_acc_mean == pytest.approx((0.38 + 0.42) / 2)
+    assert base.test_acc_std == pytest.approx(math.sqrt(((0.38 - 0.40) ** 2 + (0.42 - 0.40) ** 2) / (2 - 1)))
+    assert base.best_val_acc_mean == pytest.approx(0.41)
+    assert base.train_seconds_mean == pytest.approx(10.5)
+    assert base.images_per_sec_mean == pytest.approx(3000)  # the last epoch's
+    assert (base.n_runs, base.status, base.model, base.epochs, base.params) == (2, "ok", "mlp", EPOCHS, 7000)
+    # The first layer of the rebuilt MLP: 3*32*32 inputs x 16 units + 16 biases.
+    assert base.first_layer_params == 3072 * 16 + 16
+    assert table.loc["cnn_baseline"].first_layer_params == 3 * 3 * 3 * 4 + 4
+
+
+def test_failed_and_missing_runs_show_as_such(built):
+    result, out = built
+    table = pd.read_csv(out / "summary.csv").set_index("variant")
+    z = table.loc["mlp_zscore"]
+    assert (z.n_runs, z.n_failed, z.status, z.test_acc_std) == (1, 1, "partial", 0.0)
+    assert FAILURE in z.errors
+    assert (table.loc["cnn_all"].n_missing, table.loc["cnn_all"].status) == (1, "partial")
+    never = table.loc["mlp_dropout"]
+    assert (never.n_runs, never.n_missing, never.status) == (0, 2, "missing")
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 5 * 2  # every (variant, seed) of the study
+    html = (out / "report.html").read_text()
+    assert FAILURE in html and "no run in the tracking store" in html
+    md = (out / "summary.md").read_text()
+    assert "40.00 ± 2.83" in md and "missing (0/2 ok)" in md
+
+
+def test_every_figure_is_drawn_and_embedded(built):
+    result, out = built
+    assert result["unavailable"] == {}
+    html = (out / "report.html").read_text()
+    for name in FIGURES:
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert html.count('src="data:image/png;base64,') == len(FIGURES)
+    assert 'src="http' not in html and 'href="http' not in html and "<link" not in html and "<script" not in html
+
+
+def test_ablation_and_sensitivity_use_the_best_runs(built):
+    result, out = built
+    html = (out / "report.html").read_text()
+    # mlp_zscore seed 0 against mlp_baseline seed 0; cnn_all seed 0 against cnn_baseline seed 0.
+    assert "+7.00 ± 0.00" in html and "+11.00 ± 0.00" in html
+    assert "mlp_zscore (seed 0)" in html and "cnn_all (seed 0)" in html
+    assert "the lecture&#x27;s claim" in html and result["verdict"].startswith("Under shifts")
+
+
+def test_the_report_is_logged_to_mlflow(fixture, built):
+    result, out = built
+    client = MlflowClient(tracking_uri=fixture.uri)
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.info.run_name == "report" and run.data.tags["cnnlab.kind"] == "report"
+    assert {"report.html", "summary.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_a_store_without_checkpoints_still_gives_a_report(fixture):
+    result, out = fixture.build(BARE_STUDY)
+    assert set(result["unavailable"]) == {"sensitivity", "confusion", "filters", "activations"}
+    assert all((out / f"{name}.png").is_file() for name in FIGURES)
+    assert "Unavailable: no checkpoint" in (out / "report.html").read_text()
+
+
+def test_command_line_reports_a_user_error_in_one_line(fixture, capsys, tmp_path):
+    args = [
+        "--uri",
+        fixture.uri,
+        "--conf-dir",
+        str(fixture.conf),
+        "--arrays",
+        str(fixture.arrays),
+        "--out",
+        str(tmp_path),
+    ]
+    assert report_main([*args, "--study", "nosuchstudy"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Unknown study 'nosuchstudy'" in err
+    (fixture.conf / "study" / "nevertrained.yaml").write_text(STUDY_YAML)
+    assert report_main([*args, "--study", "nevertrained"]) == 1
+    assert "no MLflow experiment named 'nevertrained'" in capsys.readouterr().err

@@ -32,7 +32,7 @@ variants:
     overrides: [model=mlp]
   mlp_diverges:
     adds: an absurd learning rate
-    overrides: [model=mlp, optimizer.lr=1e12, trainer.nan_check_every=1]
+    overrides: [model=mlp, optimizer=sgd, optimizer.lr=1e12, trainer.nan_check_every=1]
 """
 
 CROWD_STUDY = "seeds: [0]\noverrides: [trainer.max_epochs=3, \"model.hidden=[16]\", optimizer=adam]\nvariants:\n" + "".join(

@@ -110,14 +110,19 @@ class Classifier(pl.LightningModule):
         self._accumulate("val", F.cross_entropy(logits, y), logits, y)
 
     def on_validation_epoch_end(self) -> None:
-        val, train = self._means("val"), self._means("train")
+        val = self._means("val")
         self.log("val/acc", val["acc"], prog_bar=True)
         self.log("val/loss", val["loss"])
         if self.trainer.sanity_checking:
             return
-        self._check_finite(train["loss"])
-        n_train = self._train_sums["n"]
-        values = torch.stack([train["loss"], train["acc"], train["l1"], train["l2"], val["loss"], val["acc"], n_train])
+        self._check_finite(self._train_sums["loss"])
+        sums = self._train_sums
+        train_sums = torch.stack([sums["loss"], sums["correct"], sums["l1"], sums["l2"], sums["n"]])
+        if self.trainer.world_size > 1:  # under DDP each process saw its own share of the batches
+            train_sums = self.trainer.strategy.reduce(train_sums, reduce_op="sum")
+        loss_sum, correct, l1_sum, l2_sum, n = train_sums.unbind()
+        n_all = n.clamp(min=1)
+        values = torch.stack([loss_sum / n_all, correct / n_all, l1_sum / n_all, l2_sum / n_all, val["loss"], val["acc"], n])
         t_loss, t_acc, l1, l2, v_loss, v_acc, n = values.tolist()  # the epoch's one host sync
         seconds = getattr(self, "epoch_seconds", float("nan"))
         self.epoch_metrics = {
@@ -129,13 +134,14 @@ class Classifier(pl.LightningModule):
             "val/acc": v_acc,
             "lr": self.epoch_lr,
             "epoch_seconds": seconds,
-            "train/images_per_sec": n * self.trainer.world_size / seconds if seconds > 0 else float("nan"),
+            "train/images_per_sec": n / seconds if seconds > 0 else float("nan"),
         }
         m = self.epoch_metrics
-        log.info(
-            "epoch %d: train/loss %.4f train/acc %.4f val/loss %.4f val/acc %.4f (%.1f s, %.0f images/s)",
-            self.current_epoch, t_loss, t_acc, v_loss, v_acc, seconds, m["train/images_per_sec"],
-        )
+        if self.trainer.is_global_zero:
+            log.info(
+                "epoch %d: train/loss %.4f train/acc %.4f val/loss %.4f val/acc %.4f (%.1f s, %.0f images/s)",
+                self.current_epoch, t_loss, t_acc, v_loss, v_acc, seconds, m["train/images_per_sec"],
+            )
 
     # -- test ----------------------------------------------------------------------------------
     def on_test_start(self) -> None:

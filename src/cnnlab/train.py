@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -292,8 +293,20 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str], Path]:
     return named, overrides, conf_dir
 
 
+def quiet_lightning() -> None:
+    """Drop Lightning's advertising and hints that do not apply to jobs started by Snakemake or SLURM."""
+    warnings.filterwarnings("ignore", message=".*`srun` command is available.*")  # we start srun-less on purpose
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # an internal deprecation inside Lightning
+    # Under DDP every process evaluates the whole val/test set, so their metrics need no syncing.
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_lightning()
     try:
         named, overrides, conf_dir = parse_args(sys.argv[1:] if argv is None else argv)
         os.environ["CNNLAB_CONF_DIR"] = str(conf_dir)  # DDP re-launches this command: keep the same conf

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.errors import UserError
+from cnnlab.provenance import seconds_since_process_start
 from cnnlab.regularization import l1_penalty, l2_penalty, penalized_weights
 
 
@@ -36,6 +37,7 @@ class Classifier(pl.LightningModule):
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self._reset("train")
         self.epoch_metrics: dict[str, float] = {}
+        self.startup_seconds: float | None = None
 
     def forward(self, x):
         return self.net(x)
@@ -72,6 +74,11 @@ class Classifier(pl.LightningModule):
         self._reset("train")
         self.epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self._epoch_start = time.perf_counter()
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self.startup_seconds is None:
+            # Process start to first training step: imports, data loading, model, Lightning setup.
+            self.startup_seconds = seconds_since_process_start()
 
     def training_step(self, batch, batch_idx):
         x, y = batch

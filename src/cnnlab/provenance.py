@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -42,3 +44,14 @@ def versions() -> dict[str, str]:
         "cnnlab_version": cnnlab.__version__,
         "python_version": platform.python_version(),
     }
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since this process was created (Linux /proc), None where unknown."""
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of proc(5), counted after the command name
+        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None

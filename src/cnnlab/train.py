@@ -170,6 +170,7 @@ def train(cfg: DictConfig) -> dict:
         "epochs": trainer.current_epoch,
         "params": n_params,
         "job_seconds": time.perf_counter() - t_start,
+        "startup_seconds": module.startup_seconds,
     }
     _write_artifacts(cfg, run_dir, module, datamodule, ckpt, result)
     if client is not None:
@@ -243,7 +244,8 @@ def _finish_run(client, run_id: str, run_dir: RunDir, result: dict) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    final = {k: result[k] for k in ("test_acc", "test_loss", "best_val_acc", "epochs", "params", "job_seconds")}
+    keys = ("test_acc", "test_loss", "best_val_acc", "epochs", "params", "job_seconds", "startup_seconds")
+    final = {k: result[k] for k in keys if result[k] is not None}
     names = {"test_acc": "test/acc", "test_loss": "test/loss", "best_val_acc": "best_val_acc"}
     metrics = [Metric(names.get(k, k), float(v), now, 0) for k, v in final.items()]
     tracking.with_retry(client.log_batch, run_id, metrics=metrics)

@@ -96,6 +96,7 @@ class TrainerConfig:
     compile: bool = False
     threads: int = 0  # torch threads on the CPU (0 = as the environment says)
     nan_check_every: int = 50  # batches between checks that the loss is finite
+    test_flip_tta: bool = False  # test on the mean of the logits of each image and its mirror
     progress_bar: bool = True
 
 

@@ -32,6 +32,7 @@ class Classifier(pl.LightningModule):
         self.net = net
         self.opt_cfg, self.sched_cfg, self.reg_cfg = cfg.optimizer, cfg.schedule, cfg.regularization
         self.nan_check_every = cfg.trainer.nan_check_every
+        self.test_flip_tta = cfg.trainer.test_flip_tta
         self.num_classes = num_classes
         self.weights = penalized_weights(net)
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
@@ -158,6 +159,8 @@ class Classifier(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net(x)
+        if self.test_flip_tta:  # test-time augmentation: a mirrored CIFAR image is as likely as the original
+            logits = (logits + self.net(x.flip(3))) / 2
         self._accumulate("test", F.cross_entropy(logits, y), logits, y)
         k = self.num_classes
         self.confusion += torch.bincount(y * k + logits.argmax(1), minlength=k * k).reshape(k, k)

@@ -29,8 +29,17 @@ def make_records(n: int, seed: int) -> bytes:
     return np.concatenate([labels[:, None], images.reshape(n, -1)], axis=1).tobytes()
 
 
-def write_tiny_archive(path: str | Path, n_per_batch: int = 100, n_test: int | None = None, members: dict | None = None) -> str:
-    """Write a .tar.gz in the binary layout; return its MD5. `members` replaces or adds raw members."""
+def write_tiny_archive(
+    path: str | Path,
+    n_per_batch: int = 100,
+    n_test: int | None = None,
+    members: dict | None = None,
+    specials: list[tarfile.TarInfo] | None = None,
+) -> str:
+    """Write a .tar.gz in the binary layout; return its MD5. `members` replaces or adds raw members.
+
+    `specials` are added as they are, without data: links, devices, fifos (hostile archives).
+    """
     n_test = n_per_batch if n_test is None else n_test
     files = {f"data_batch_{i}.bin": make_records(n_per_batch, i) for i in range(1, 6)}
     files["test_batch.bin"] = make_records(n_test, 99)
@@ -48,4 +57,6 @@ def write_tiny_archive(path: str | Path, n_per_batch: int = 100, n_test: int | N
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+        for info in specials or ():
+            tar.addfile(info)
     return hashlib.md5(path.read_bytes()).hexdigest()

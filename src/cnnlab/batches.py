@@ -11,16 +11,23 @@ import math
 
 import torch
 
-from cnnlab.augment import cutout, random_flip, random_translate
+from cnnlab.augment import bounded_shifts, cutout, pad_images, random_flip, shifted_images
 
 
 def normalize(x_uint8: torch.Tensor, mean: list[float] | None, std: list[float] | None) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 on [0, 1], then z-scored per channel when mean/std are given."""
-    x = x_uint8.float().div_(255.0)
+    x = torch.empty(x_uint8.shape, dtype=torch.float32, device=x_uint8.device)
+    m = s = None
     if mean is not None:
         m = torch.tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
         s = torch.tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
-        x = (x - m) / s
+    # In slices of 256 images (3 MiB of float32): each slice stays in cache through its four passes,
+    # and the data set is written once, not copied per operation.
+    for i in range(0, len(x), 256):
+        xi = x[i : i + 256]
+        xi.copy_(x_uint8[i : i + 256]).div_(255.0)
+        if m is not None:
+            xi.sub_(m).div_(s)
     return x
 
 
@@ -42,6 +49,10 @@ class TrainBatches:
         self.epoch = 0
         self.rank, self.world = 0, 1
         self.sampler = self  # Lightning looks for `sampler.set_epoch` on a loader
+        # Translated batches are cut straight out of the data set padded once here, (N, C, H + 2t, W + 2t):
+        # one gather per batch instead of select, pad and shift, for 1.6x the memory of x (t = 4).
+        self.pad = min(augment.translate, max(x.shape[-2:])) if augment.translate else 0
+        self.padded = pad_images(x, self.pad, augment.padding_mode) if self.pad else None
 
     def shard(self, rank: int, world: int) -> None:
         """Under DDP each process takes every world-th batch of the same epoch order."""
@@ -71,15 +82,19 @@ class TrainBatches:
         flip = torch.rand(n, generator=g) < 0.5 if a.flip else None
         cy = torch.randint(0, self.x.shape[-2], (n,), generator=g) if a.cutout else None
         cx = torch.randint(0, self.x.shape[-1], (n,), generator=g) if a.cutout else None
+        if t:
+            dy, dx = bounded_shifts(dy, dx, *self.x.shape[-2:], a.padding_mode)
         order = order.to(dev)
         dy, dx, flip, cy, cx = (v.to(dev) if v is not None else None for v in (dy, dx, flip, cy, cx))
         for start in self._starts():
             idx = order[start : start + self.batch_size]
-            xb, yb = self.x[idx], self.y[idx]
+            yb = self.y.index_select(0, idx)
             if t:
-                xb = random_translate(xb, dy[idx], dx[idx], a.padding_mode)
+                xb = shifted_images(self.padded, idx, dy[idx], dx[idx], self.pad)
+            else:
+                xb = self.x.index_select(0, idx)  # faster than x[idx] on the CPU
             if a.flip:
-                xb = random_flip(xb, flip[idx])
+                xb = random_flip(xb, flip[idx], out=xb)  # xb is this batch's own copy: mirror in place
             if a.cutout:
                 xb = cutout(xb, cy[idx], cx[idx], a.cutout)
             if self.channels_last:

@@ -30,17 +30,18 @@ class Cifar10:
     classes: tuple[str, ...]
 
 
-def check_members(tar: tarfile.TarFile, archive: Path) -> dict[str, tarfile.TarInfo]:
+def check_members(tar: tarfile.TarFile, archive: str | Path) -> dict[str, tarfile.TarInfo]:
     """Refuse absolute paths, '..', links and device files; return the regular files by name."""
     files = {}
+    fix = "use the official CIFAR-10 binary archive"
     for m in tar.getmembers():
         p = PurePosixPath(m.name)
         if p.is_absolute() or ".." in p.parts:
-            raise UserError(f"Refusing archive {archive}: member '{m.name}' points outside the archive folder.")
+            raise UserError(f"Refusing archive {archive}: member '{m.name}' points outside the archive folder; {fix}.")
         if m.issym() or m.islnk():
-            raise UserError(f"Refusing archive {archive}: member '{m.name}' is a link.")
+            raise UserError(f"Refusing archive {archive}: member '{m.name}' is a link; {fix}.")
         if not (m.isfile() or m.isdir()):
-            raise UserError(f"Refusing archive {archive}: member '{m.name}' is a device or special file.")
+            raise UserError(f"Refusing archive {archive}: member '{m.name}' is a device or special file; {fix}.")
         if m.isfile():
             files[str(p)] = m
     return files
@@ -49,6 +50,8 @@ def check_members(tar: tarfile.TarFile, archive: Path) -> dict[str, tarfile.TarI
 def read_archive(archive: str | Path, train_records: int = 50000, test_records: int = 10000) -> Cifar10:
     """Parse the archive in memory; any deviation from the official layout is a UserError naming the file."""
     archive = Path(archive)
+    if not archive.is_file():
+        raise UserError(f"The archive {archive} does not exist; run the workflow's download_archive step first.")
     try:
         with tarfile.open(archive, "r:gz") as tar:
             files = check_members(tar, archive)

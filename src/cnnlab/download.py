@@ -2,20 +2,25 @@
 
 HTTP(S) and FTP go through pooch (streaming, progress bar, retries, hashing, temporary file
 renamed after the hash matches). `file://` URLs and plain paths are copied through the same
-temporary-name-then-rename path, hashed with pooch's own hasher.
+temporary-name-then-rename path, hashed with pooch's own hasher. Before the rename the archive's
+members are checked too (no links, devices or paths outside its folder), so a hostile archive
+with a matching checksum is refused here and never reaches `dest`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pooch
 
+from cnnlab.cifar import check_members
 from cnnlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,7 +56,8 @@ def _fetch_remote(url: str, md5: str, dest: Path, retries: int, timeout_s: int) 
             urls={dest.name: url},
             retry_if_failed=retries,
         )
-        downloader = pooch.HTTPDownloader(progressbar=True, timeout=timeout_s)
+        # pooch refuses progressbar=True without tqdm; the download works the same without a bar.
+        downloader = pooch.HTTPDownloader(progressbar=_has_tqdm(), timeout=timeout_s)
         try:
             got = registry.fetch(dest.name, downloader=downloader)
         except ValueError as e:
@@ -63,6 +69,7 @@ def _fetch_remote(url: str, md5: str, dest: Path, retries: int, timeout_s: int) 
                 f"Could not download {url} after {retries + 1} tries ({type(e).__name__}: {e}); "
                 "check the URL and the network, or pass a local copy with data_url=file:///path."
             ) from None
+        _check_members(got, url)
         os.replace(got, dest)
 
 
@@ -77,6 +84,7 @@ def _copy_local(url: str, md5: str, dest: Path) -> None:
         actual = pooch.file_hash(str(tmp_path), alg="md5")
         if actual != md5:
             raise UserError(_mismatch_message(url, md5, actual))
+        _check_members(tmp_path, url)
         os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -90,5 +98,23 @@ def _mismatch_message(url: str, expected: str, actual: str) -> str:
 
 
 def _actual_md5(pooch_message: str) -> str:
-    # pooch: "MD5 hash of downloaded file (...) does not match the known hash: expected md5:X but got Y."
-    return pooch_message.rstrip(". ").split()[-1]
+    # pooch: "MD5 hash of downloaded file (...) does not match the known hash: expected md5:X but got Y. Deleted ..."
+    found = re.search(r"but got ([0-9a-fA-F]+)", pooch_message)
+    return found.group(1) if found else "unknown"
+
+
+def _check_members(path: str | Path, url: str) -> None:
+    """Refuse (as a UserError naming the member) an archive whose checksum matched but whose layout is hostile."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            check_members(tar, url)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise UserError(f"The archive from {url} is not a readable .tar.gz ({e}); check data_url.") from None
+
+
+def _has_tqdm() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -65,11 +65,12 @@ def prepare(
         "x_test": data.x_test,
         "y_test": data.y_test,
     }
-    with atomic_path(arrays_out) as tmp:
-        with open(tmp, "wb") as f:
+    # Both files are written under temporary names and renamed only once both are complete, so a
+    # failure anywhere leaves neither (never arrays without their statistics).
+    with atomic_path(arrays_out) as arrays_tmp, atomic_path(stats_out) as stats_tmp:
+        with open(arrays_tmp, "wb") as f:
             np.savez(f, **arrays)
-    with atomic_path(stats_out) as tmp:
-        Path(tmp).write_text(json.dumps(stats, indent=2) + "\n")
+        Path(stats_tmp).write_text(json.dumps(stats, indent=2) + "\n")
     log.info("prepared %d train / %d val / %d test images; mean %s std %s", len(tr), len(va), len(data.y_test), mean, std)
     return stats
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import torch
@@ -14,8 +16,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """A job killed while saving leaves the previous checkpoint intact; loading never runs code."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except RuntimeError as e:  # torch reports a failed write as RuntimeError("... file write failed")
+            folder = Path(path).parent
+            full = folder.exists() and shutil.disk_usage(folder).free < 64 * 2**20
+            code = errno.ENOSPC if full else errno.EIO
+            raise OSError(code, f"could not write the checkpoint ({e})", str(path)) from e
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         if not Path(path).is_file():

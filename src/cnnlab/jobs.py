@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from cnnlab.errors import UserError
+from cnnlab.errors import UserError, storage_error_message
 
 
 def run_step(job, fn) -> None:
@@ -21,7 +21,10 @@ def run_step(job, fn) -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         fn(job)
-    except UserError as e:
-        logging.getLogger("cnnlab").error("%s", e)
-        print(f"cnnlab: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = str(e) if isinstance(e, UserError) else storage_error_message(e)
+        if message is None:
+            raise
+        logging.getLogger("cnnlab").error("%s", message)
+        print(f"cnnlab: error: {message}", file=sys.stderr)
         sys.exit(1)

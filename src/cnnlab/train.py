@@ -28,7 +28,7 @@ from cnnlab import figures, tracking
 from cnnlab.atomic import write_text
 from cnnlab.checkpoint import SafeCheckpointIO
 from cnnlab.datamodule import ArrayDataModule
-from cnnlab.errors import UserError
+from cnnlab.errors import UserError, storage_error_message
 from cnnlab.gpu import pin_to_free_gpu
 from cnnlab.models import build_network, count_parameters, first_layer_weight
 from cnnlab.module import Classifier, NonFiniteLossError
@@ -321,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"cnnlab-train: error: {e}", file=sys.stderr)
         return 3
+    except Exception as e:
+        message = storage_error_message(e)
+        if message is None:
+            raise
+        print(f"cnnlab-train: error: {message}", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -1,0 +1,50 @@
+"""A full disk or a read-only results folder: one clear sentence, nothing half-written."""
+
+import subprocess
+
+import pytest
+
+from tests.helpers import run, tiny_prepared, train_cmd
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """Mount a small tmpfs (options given per test); skip where mounting is not allowed."""
+    mounts = []
+
+    def mount(name: str, options: str):
+        point = tmp_path / name
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory):
+    return tiny_prepared(tmp_path_factory.mktemp("data"))
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_checkpoint(tmp_path, arrays, mounted):
+    full = mounted("full", "size=200k")
+    proc = run(train_cmd("model=cnn", "tracking=none", "trainer.max_epochs=1", f"data.arrays={arrays}",
+                         f"run.dir={full / 'run'}"), cwd=tmp_path)
+    assert proc.returncode == 4
+    assert "no space left on the device; free some space" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list((full / "run" / "checkpoints").iterdir()) == []  # the temporary file was removed
+
+
+def test_a_read_only_results_folder_is_one_clear_sentence(tmp_path, arrays, mounted):
+    ro = mounted("ro", "ro,size=64k")
+    proc = run(train_cmd("model=mlp", "tracking=none", "trainer.max_epochs=1", f"data.arrays={arrays}",
+                         f"run.dir={ro / 'run'}"), cwd=tmp_path)
+    assert proc.returncode == 4
+    assert f"Cannot write {ro / 'run'}: the file system is read-only" in proc.stderr
+    assert "Traceback" not in proc.stderr

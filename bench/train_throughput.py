@@ -7,8 +7,11 @@ augmentation, MLflow logging at its default frequency (once per epoch, to a SQLi
 epoch time is the `epoch_seconds` it logs: first training batch of the epoch to the start of
 validation. The bare loop trains the same network (same seed, init, optimizer, batch size,
 augmentation calls) over the same in-memory tensors with index slices and nothing else.
-The first epoch of each is warm-up and not counted. Last line: `pipeline_vs_bare_loop: <ratio>x`
-(the lower of MLP and CNN).
+Each side runs in its own fresh process (a loop run after another in one process finds the
+allocator and caches warm and reads fast), the sides alternate, and the median is taken. The
+first epoch of each is warm-up and not counted. MLflow logs once per epoch, after the timed part;
+its cost per epoch is a few milliseconds. Last line: `pipeline_vs_bare_loop: <ratio>x` (the lower
+of MLP and CNN).
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from mlflow import MlflowClient
 
-from bench.common import data_args, prepared_arrays
+from bench.common import REPO, data_args, prepared_arrays
 from cnnlab.batches import TrainBatches, normalize
 from cnnlab.models import build_network
 from cnnlab.preprocess import load_arrays
@@ -52,46 +59,70 @@ def bare_loop(cfg, x, y, epochs: int) -> list[float]:
     return times
 
 
+def pipeline_epochs(cfg, tmp: str) -> list[float]:
+    """Seconds per epoch of `cnnlab.train.train`, as it logs them to MLflow."""
+    train(cfg)
+    run_id = json.loads((Path(cfg.run.dir) / "state.json").read_text())["mlflow_run_id"]
+    client = MlflowClient(cfg.tracking.uri)
+    history = sorted(client.get_metric_history(run_id, "epoch_seconds"), key=lambda m: m.step)
+    return [m.value for m in history]
+
+
+def one_side(args) -> None:
+    """Run one side in this (fresh) process and print its steady-state images/s as JSON."""
+    torch.set_num_threads(args.threads)
+    arrays = prepared_arrays(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(
+            [f"data.arrays={arrays}", f"data.train_images={args.images}", f"trainer.max_epochs={args.epochs}",
+             f"augment={args.augment}", f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"run.dir={tmp}/run",
+             "trainer.progress_bar=false", f"trainer.threads={args.threads}"],
+            study="lecture", variant=f"{args.family}_baseline", seed=0,
+        )
+        if args.side == "pipeline":
+            seconds = pipeline_epochs(cfg, tmp)
+        else:
+            raw = load_arrays(arrays)
+            x = normalize(torch.from_numpy(raw["x_train"]), None, None)
+            seconds = bare_loop(cfg, x, torch.from_numpy(raw["y_train"]).long(), args.epochs)
+    n = min(args.images, 45000)
+    print(json.dumps({"images_per_sec": n * (len(seconds) - 1) / sum(seconds[1:])}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data_args(parser)
     parser.add_argument("--images", type=int, default=10000, help="training images per epoch")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--augment", default="shift_flip", help="augment config for both sides")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per side (order alternates)")
+    parser.add_argument("--side", choices=["pipeline", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--family", default="mlp", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     quiet_lightning()
-    torch.set_num_threads(args.threads)
-    arrays = prepared_arrays(args)
-    raw = load_arrays(arrays)
-    x = normalize(torch.from_numpy(raw["x_train"]), None, None)
-    y = torch.from_numpy(raw["y_train"]).long()
-    print(f"threads {args.threads}, {args.images} images/epoch, {args.epochs} epochs (first is warm-up), augment={args.augment}")
+    if args.side:
+        return one_side(args)
+    prepared_arrays(args)
+    print(f"threads {args.threads}, {args.images} images/epoch, {args.epochs} epochs (first is warm-up), "
+          f"augment={args.augment}, {args.rounds} fresh processes per side")
     ratios = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for family in ("mlp", "cnn"):
-            cfg = compose_config(
-                [f"data.arrays={arrays}", f"data.train_images={args.images}", f"trainer.max_epochs={args.epochs}",
-                 f"augment={args.augment}", f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"run.dir={tmp}/{family}",
-                 "trainer.progress_bar=false", f"trainer.threads={args.threads}"],
-                study="lecture", variant=f"{family}_baseline", seed=0,
-            )
-            train(cfg)
-            run_id = json.loads((Path(tmp) / family / "state.json").read_text())["mlflow_run_id"]
-            client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
-            history = sorted(client.get_metric_history(run_id, "epoch_seconds"), key=lambda m: m.step)
-            hist = [m.value for m in history]
-            t0 = time.perf_counter()
-            client.log_metric(run_id, "bench/probe", 1.0, step=0)
-            log_cost = time.perf_counter() - t0
-            bare = bare_loop(cfg, x, y, args.epochs)
-            n = min(args.images, len(y))
-            pipe_ips = n * (len(hist) - 1) / sum(hist[1:])
-            bare_ips = n * (len(bare) - 1) / sum(bare[1:])
-            ratios[family] = pipe_ips / bare_ips
-            print(f"{family}: pipeline {pipe_ips:,.0f} images/s, bare loop {bare_ips:,.0f} images/s, "
-                  f"ratio {ratios[family]:.3f}; one MLflow metric write {log_cost * 1000:.1f} ms per epoch")
+    for family in ("mlp", "cnn"):
+        results = {"pipeline": [], "bare": []}
+        # Alternate the order (bare, pipeline, pipeline, bare, ...) so drift in machine speed cancels.
+        order = [s for r in range(args.rounds) for s in (("bare", "pipeline") if r % 2 == 0 else ("pipeline", "bare"))]
+        for side in order:
+            cmd = [sys.executable, "-m", "bench.train_throughput", "--side", side, "--family", family,
+                   "--images", str(args.images), "--epochs", str(args.epochs), "--threads", str(args.threads),
+                   "--augment", args.augment, "--archive", args.archive, "--md5", args.md5, "--workdir", args.workdir]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO,
+                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}).stdout
+            results[side].append(json.loads(out.strip().splitlines()[-1])["images_per_sec"])
+        pipe, bare = statistics.median(results["pipeline"]), statistics.median(results["bare"])
+        ratios[family] = pipe / bare
+        print(f"{family}: pipeline {pipe:,.0f} images/s {[round(v) for v in results['pipeline']]}, "
+              f"bare loop {bare:,.0f} images/s {[round(v) for v in results['bare']]}, ratio {ratios[family]:.3f}")
     print(f"pipeline_vs_bare_loop: {min(ratios.values()):.3f}x")
 
 

@@ -1,7 +1,7 @@
 """Which CPU settings pay off on this machine: threads per job, concurrent jobs, channels-last,
 batch size, torch.compile. Each measured as training images/s of the lecture's CNN and MLP.
 
-    python bench/cpu_choices.py [--images 5000 --epochs 3]
+    python -m bench.cpu_choices [--images 5000 --epochs 3]
 
 Every setting runs in its own fresh process over the same in-memory data, with the same step as
 bench/train_throughput.py's bare loop (which matches the pipeline's step to within a few percent).

@@ -1,7 +1,7 @@
 """Where a study's time goes: per-job start-up overhead, and training versus everything else.
 
-    python bench/job_overhead.py --run                # run the quick study on the local mirror, then analyse
-    python bench/job_overhead.py --workdir DIR        # analyse a finished run in DIR
+    python -m bench.job_overhead --run                # run the quick study on the local mirror, then analyse
+    python -m bench.job_overhead --workdir DIR        # analyse a finished run in DIR
 
 Per training job: seconds from the process's start to its first training step (imports, data
 load, model, Lightning set-up; logged as `startup_seconds`), seconds inside training epochs

@@ -1,6 +1,6 @@
 """Training images/s of the pipeline's own step against a hand-written PyTorch loop.
 
-    python bench/train_throughput.py [--images 10000 --epochs 3 --threads 2]
+    python -m bench.train_throughput [--images 10000 --epochs 3 --threads 2]
 
 The pipeline side is `cnnlab.train.train`: Lightning, cnnlab's in-memory batches and
 augmentation, MLflow logging at its default frequency (once per epoch, to a SQLite store). Its

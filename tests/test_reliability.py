@@ -62,7 +62,7 @@ def _histories(client, run_id):
 def test_sigkill_mid_epoch_then_rerun_resumes_the_same_run_with_identical_results(tmp_path):
     results = {}
     for name in ("straight", "killed"):
-        wd, base, config = _workflow(tmp_path, name, RESUME_STUDY.replace("cnn_small", "cnn_small"), n_per_batch=300)
+        wd, base, config = _workflow(tmp_path, name, RESUME_STUDY, n_per_batch=300)
         target = f"results/{name}/runs/cnn_small/seed0/result.json"
         if name == "killed":
             log = wd / "logs" / name / "train" / "cnn_small-seed0.log"
@@ -90,7 +90,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_the_same_run_with_identical_result
         if name == "killed":
             assert result["mlflow_run_id"] == run_id_before
             assert "resuming from" in log.read_text()
-    (a, hist_a, run_a), (b, hist_b, run_b) = results["straight"], results["killed"]
+    (a, hist_a, _), (b, hist_b, run_b) = results["straight"], results["killed"]
     assert b["test_acc"] == a["test_acc"] and b["test_loss"] == a["test_loss"]
     assert hist_b == hist_a  # every epoch once, same values to the last digit
     assert [s for s, _ in hist_b["val/acc"]] == [0, 1, 2, 3]

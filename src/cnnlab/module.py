@@ -18,7 +18,6 @@ from cnnlab.errors import UserError
 from cnnlab.provenance import seconds_since_process_start
 from cnnlab.regularization import l1_penalty, l2_penalty, penalized_weights
 
-
 log = logging.getLogger(__name__)
 
 

@@ -60,3 +60,11 @@ def test_smoke_study_from_download_to_report_then_nothing_to_do(tmp_path, served
     again = snakemake(wd, *config, "--dry-run")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_bad_variant_stops_the_workflow_before_any_job_with_one_clear_line(tmp_path):
+    wd = copy_workflow(tmp_path / "wd", {"bad": "seeds: [0]\nvariants:\n  a:\n    overrides: [model=resnet]\n"})
+    proc = snakemake(wd, "--dry-run", "--config", "study=bad")
+    assert proc.returncode != 0
+    assert "Could not find 'model/resnet'; valid choices: cnn, fastcnn, mlp. (study file conf/study/bad.yaml)" in proc.stdout + proc.stderr
+    assert not (wd / "results").exists()

@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from cnnlab.errors import UserError
-from cnnlab.study import load_study
+from cnnlab.study import compose_config, load_study
 from cnnlab.tracking import resolve_uri
 
 
@@ -19,8 +19,11 @@ PYTHON = sys.executable
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)
+    # Compose every variant now, so a bad override stops the workflow before any job starts.
+    for _variant in STUDY.variants:
+        compose_config(study=STUDY.name, variant=_variant, conf_dir=CONF_DIR)
 except UserError as e:
-    raise WorkflowError(str(e)) from None
+    raise WorkflowError(f"{e} (study file conf/study/{config['study']}.yaml)") from None
 
 TRACKING_URI = resolve_uri(config["tracking_uri"], "results/mlflow.db")
 

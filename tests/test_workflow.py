@@ -61,6 +61,15 @@ def test_smoke_study_from_download_to_report_then_nothing_to_do(tmp_path, served
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    # An edit to one variant's overrides re-runs that variant's training and the report only.
+    study = wd / "conf" / "study" / "smoke.yaml"
+    study.write_text(study.read_text().replace("overrides: [model=mlp, optimizer=adam]",
+                                               "overrides: [model=mlp, optimizer=adam, optimizer.lr=0.002]"))
+    edited = snakemake(wd, *config, "--dry-run")
+    out = edited.stdout + edited.stderr
+    assert edited.returncode == 0 and "mlp_baseline" in out and "params" in out.lower()
+    assert "variant=cnn_baseline" not in out
+
 
 def test_a_bad_variant_stops_the_workflow_before_any_job_with_one_clear_line(tmp_path):
     wd = copy_workflow(tmp_path / "wd", {"bad": "seeds: [0]\nvariants:\n  a:\n    overrides: [model=resnet]\n"})

@@ -6,6 +6,8 @@ unknown key fails before any work starts, with one sentence naming the bad value
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
@@ -157,3 +159,19 @@ def parent_keys(full_key: str) -> list[str]:
         if part in node:
             node = node[part]
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+# Settings that change what a run computes; paths, tracking and the progress bar do not.
+NOT_FINGERPRINTED = ("run", "tracking", "trainer.progress_bar", "trainer.threads", "data.arrays")
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A short hash of what a run computes: equal fingerprints train the same network."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_FINGERPRINTED:
+        *parents, leaf = key.split(".")
+        node = c
+        for p in parents:
+            node = node[p]
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]

@@ -27,6 +27,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from cnnlab import figures, tracking
 from cnnlab.atomic import write_text
 from cnnlab.checkpoint import SafeCheckpointIO
+from cnnlab.config import fingerprint
 from cnnlab.datamodule import ArrayDataModule
 from cnnlab.errors import UserError, storage_error_message
 from cnnlab.gpu import pin_to_free_gpu
@@ -36,21 +37,6 @@ from cnnlab.provenance import device_name, git_state, versions
 from cnnlab.study import CONF_DIR, compose_config, load_study
 
 log = logging.getLogger("cnnlab.train")
-
-# Settings that change what a run computes; paths and tracking do not.
-NOT_FINGERPRINTED = ("run", "tracking", "trainer.progress_bar", "data.arrays")
-
-
-def fingerprint(cfg: DictConfig) -> str:
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_FINGERPRINTED:
-        *parents, leaf = key.split(".")
-        node = c
-        for p in parents:
-            node = node[p]
-        node.pop(leaf, None)
-    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
-
 
 class RunDir:
     """The files of one run: checkpoints, the resume state, the final result (Snakemake's output)."""

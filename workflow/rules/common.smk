@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from cnnlab.config import fingerprint
 from cnnlab.errors import UserError
 from cnnlab.study import compose_config, load_study
 from cnnlab.tracking import resolve_uri
@@ -19,9 +20,11 @@ PYTHON = sys.executable
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)
-    # Compose every variant now, so a bad override stops the workflow before any job starts.
-    for _variant in STUDY.variants:
-        compose_config(study=STUDY.name, variant=_variant, conf_dir=CONF_DIR)
+    # Compose every variant now, so a bad override stops the workflow before any job starts; its
+    # fingerprint is a parameter of its training jobs, so an edit to conf/ re-runs exactly those.
+    FINGERPRINTS = {
+        v: fingerprint(compose_config(study=STUDY.name, variant=v, conf_dir=CONF_DIR)) for v in STUDY.variants
+    }
 except UserError as e:
     raise WorkflowError(f"{e} (study file conf/study/{config['study']}.yaml)") from None
 
@@ -55,6 +58,10 @@ wildcard_constraints:
     study=r"[A-Za-z0-9_-]+",
     variant=r"[A-Za-z0-9_]+",
     seed=r"\d+",
+
+
+def variant_fingerprint(wildcards):
+    return FINGERPRINTS[wildcards.variant]
 
 
 def study_results(wildcards):

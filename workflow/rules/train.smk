@@ -11,6 +11,7 @@ rule train_variant:
         run_dir=RUN_DIR,
         conf_dir=CONF_DIR,
         uri=TRACKING_URI,
+        config_fingerprint=variant_fingerprint,
     log:
         "logs/{study}/train/{variant}-seed{seed}.log",
     benchmark:

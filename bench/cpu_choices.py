@@ -14,12 +14,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
 
-from bench.common import REPO, data_args, prepared_arrays
+from bench.common import REPO, data_args, prepared_arrays, timed_epochs
 from cnnlab.batches import TrainBatches, normalize
 from cnnlab.models import build_network
 from cnnlab.preprocess import load_arrays
@@ -40,16 +38,7 @@ def measure(args) -> float:
     step_net = torch.compile(net) if args.compile else net
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     batches = TrainBatches(x, y, args.batch, 0, cfg.augment, args.images, channels_last=args.channels_last)
-    seconds = []
-    for epoch in range(args.epochs):
-        batches.set_epoch(epoch)
-        start = time.perf_counter()
-        for xb, yb in batches:
-            loss = F.cross_entropy(step_net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        seconds.append(time.perf_counter() - start)
+    seconds = timed_epochs(step_net, opt, batches, args.epochs)
     return args.images * (len(seconds) - 1) / sum(seconds[1:])
 
 

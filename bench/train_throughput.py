@@ -24,14 +24,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from mlflow import MlflowClient
 
-from bench.common import REPO, data_args, prepared_arrays
+from bench.common import REPO, data_args, prepared_arrays, timed_epochs
 from cnnlab.batches import TrainBatches, normalize
 from cnnlab.models import build_network
 from cnnlab.preprocess import load_arrays
@@ -45,18 +43,7 @@ def bare_loop(cfg, x, y, epochs: int) -> list[float]:
     net = build_network(cfg.model)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum)
     batches = TrainBatches(x, y, cfg.trainer.batch_size, cfg.seed, cfg.augment, cfg.data.train_images)
-    times = []
-    net.train()
-    for epoch in range(epochs):
-        batches.set_epoch(epoch)
-        start = time.perf_counter()
-        for xb, yb in batches:
-            loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        times.append(time.perf_counter() - start)
-    return times
+    return timed_epochs(net, opt, batches, epochs)
 
 
 def pipeline_epochs(cfg, tmp: str) -> list[float]:

@@ -1,13 +1,20 @@
 """The one exception type for mistakes a user can fix; the CLIs print its message without a traceback."""
 
+import errno
+
 
 class UserError(Exception):
     """Bad input (config, data, paths): the message is one sentence saying what is wrong and how to fix it."""
 
 
 # errno values a user fixes by freeing space or choosing another folder
-_STORAGE_ERRNOS = {28: "no space left on the device", 122: "disk quota exceeded", 30: "the file system is read-only",
-                   13: "permission denied", 1: "operation not permitted"}
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
 
 
 def storage_error_message(error: BaseException) -> str | None:

@@ -8,7 +8,6 @@ the same MLflow run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os

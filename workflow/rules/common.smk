@@ -31,7 +31,6 @@ except UserError as e:
 TRACKING_URI = resolve_uri(config["tracking_uri"], "results/mlflow.db")
 
 
-
 def count_local_gpus() -> int:
     """GPUs on this machine, from nvidia-smi (importing torch here would slow every invocation)."""
     import shutil
@@ -45,8 +44,10 @@ def count_local_gpus() -> int:
 
 # One training job per GPU when running locally and the command line set no `gpu` limit.
 # Under a cluster executor the scheduler hands out GPUs instead.
-if workflow.local_exec and "gpu" not in workflow.global_resources and count_local_gpus() > 0:
-    workflow.register_resource("gpu", count_local_gpus())
+if workflow.local_exec and "gpu" not in workflow.global_resources:
+    LOCAL_GPUS = count_local_gpus()
+    if LOCAL_GPUS > 0:
+        workflow.register_resource("gpu", LOCAL_GPUS)
 
 ARCHIVE = "resources/cifar-10-binary.tar.gz"
 ARRAYS = "results/data/cifar10.npz"

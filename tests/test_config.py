@@ -57,6 +57,8 @@ def test_cnn_parameter_count_matches_hand_computation():
         (["trainer.max_epochs=many"], "Bad value for 'trainer.max_epochs'"),
         (["model.padding_mode=mirror"], "valid choices: zeros, replicate, circular"),
         (["optimizer.name=rmsprop"], "valid choices: sgd, adam, adamw"),
+        (["trainer.steps_per_call=0"], "'trainer.steps_per_call' must be at least 1, not 0"),
+        (["trainer.batch_size=-5"], "'trainer.batch_size' must be at least 1, not -5"),
     ],
 )
 def test_bad_overrides_are_one_clear_sentence(overrides, fragment):

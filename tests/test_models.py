@@ -5,7 +5,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from cnnlab.batches import TrainBatches
+from cnnlab.batches import StepChunks, TrainBatches
 from cnnlab.models import build_network
 from cnnlab.models.cnn import CNN, conv_output_size
 from cnnlab.module import Classifier
@@ -68,7 +68,7 @@ def test_penalties_enter_the_training_loss(tmp_path):
     net = build_network(cfg.model)
     module = Classifier(net, cfg)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    loss = module.training_step((x, y), 1)
+    loss = module.training_loss(x, y)
     ce = nn.functional.cross_entropy(net(x), y)
     w = penalized_weights(net)
     assert loss.item() == pytest.approx((ce + 0.01 * l1_penalty(w) + 0.1 * l2_penalty(w)).item(), rel=1e-5)
@@ -92,7 +92,7 @@ def test_a_short_run_lowers_the_loss_on_a_small_batch(family):
         overrides += ["model.width=8", "optimizer.lr=0.01"]  # its head is scaled down 9x
     cfg = compose_config(overrides)
     x, y = torch.randn(32, 3, 32, 32), torch.arange(32) % 10
-    batches = TrainBatches(x, y, batch_size=32, seed=0, augment=cfg.augment)
+    batches = StepChunks(TrainBatches(x, y, batch_size=32, seed=0, augment=cfg.augment), 1)
     module = Classifier(build_network(cfg.model), cfg)
     history = _LossHistory()
     trainer = pl.Trainer(max_epochs=25, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -65,6 +65,8 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lookahead_every: int = 0  # optimizer steps between lookahead averages (0: off); see cnnlab/lookahead.py
+    lookahead_decay: float = 0.95  # per-step decay of the average; an update keeps up to decay ** every
 
 
 @dataclass
@@ -97,7 +99,8 @@ class TrainerConfig:
     channels_last: str = "auto"  # auto, true or false
     compile: bool = False
     threads: int = 0  # torch threads on the CPU (0 = as the environment says)
-    nan_check_every: int = 50  # batches between checks that the loss is finite
+    nan_check_every: int = 50  # optimizer steps between checks that the loss is finite
+    steps_per_call: int = 16  # optimizer steps per training_step call: same updates, less overhead
     test_flip_tta: bool = False  # test on the mean of the logits of each image and its mirror
     progress_bar: bool = True
 
@@ -139,9 +142,12 @@ CHOICES = {
     "trainer.channels_last": ("auto", "true", "false"),
 }
 
+# Counts that must be at least 1 (the schema already makes them integers).
+POSITIVE = ("trainer.max_epochs", "trainer.batch_size", "trainer.eval_batch_size", "trainer.steps_per_call")
+
 
 def validate(cfg: DictConfig) -> DictConfig:
-    """Check the settings that take one of a few words; raise UserError naming a bad one."""
+    """Check the settings that take one of a few words, and the counts; raise UserError naming a bad one."""
     merged = cfg.copy()
     for key, allowed in CHOICES.items():
         value = str(OmegaConf.select(merged, key))
@@ -149,6 +155,10 @@ def validate(cfg: DictConfig) -> DictConfig:
             raise UserError(
                 f"Unknown value '{value}' for '{key}'; valid choices: {', '.join(allowed)}."
             )
+    for key in POSITIVE:
+        value = OmegaConf.select(merged, key)
+        if value < 1:
+            raise UserError(f"'{key}' must be at least 1, not {value}; set it to a positive whole number.")
     OmegaConf.set_readonly(merged, True)
     return merged
 
@@ -161,8 +171,9 @@ def parent_keys(full_key: str) -> list[str]:
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
-# Settings that change what a run computes; paths, tracking and the progress bar do not.
-NOT_FINGERPRINTED = ("run", "tracking", "trainer.progress_bar", "trainer.threads", "data.arrays")
+# Settings that change what a run computes; paths, tracking, threads, the progress bar and the
+# steps per training_step call (the same updates either way) do not.
+NOT_FINGERPRINTED = ("run", "tracking", "trainer.progress_bar", "trainer.threads", "trainer.steps_per_call", "data.arrays")
 
 
 def fingerprint(cfg: DictConfig) -> str:

@@ -49,9 +49,9 @@ def versions() -> dict[str, str]:
 def seconds_since_process_start() -> float | None:
     """Wall seconds since this process was created (Linux /proc), None where unknown."""
     try:
-        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         start_ticks = int(fields[19])  # field 22 of proc(5), counted after the command name
-        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
         return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None

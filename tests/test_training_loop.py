@@ -1,0 +1,150 @@
+"""The training loop's arithmetic: several steps per call, learning-rate schedules, resume.
+
+Real `cnnlab.train.train` runs on a tiny prepared data set, read back from a real MLflow store.
+"""
+
+import math
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+import cnnlab.module
+from cnnlab.lookahead import Lookahead
+from cnnlab.study import compose_config
+from cnnlab.train import train
+from tests.helpers import tiny_prepared
+
+# 400 training images in batches of 32: 13 optimizer steps per epoch, the last one short.
+STEPS_PER_EPOCH = 13
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory):
+    return tiny_prepared(tmp_path_factory.mktemp("data"))
+
+
+def run_config(tmp_path, arrays, name, *overrides):
+    return compose_config([
+        "model=mlp", "model.hidden=[32]", "model.dropout=0.1", "augment=shift_flip", "trainer.batch_size=32",
+        "trainer.eval_batch_size=64", "trainer.progress_bar=false", "trainer.threads=1", f"data.arrays={arrays}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"run.dir={tmp_path / name}", *overrides,
+    ])
+
+
+def history(tmp_path, result, name):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return [m.value for m in sorted(client.get_metric_history(result["mlflow_run_id"], name), key=lambda m: m.step)]
+
+
+def test_steps_per_call_changes_nothing_but_the_overhead(tmp_path, arrays):
+    common = ("schedule=onecycle", "trainer.max_epochs=3", "regularization=l1_l2")
+    one = train(run_config(tmp_path, arrays, "one", *common, "trainer.steps_per_call=1"))
+    five = train(run_config(tmp_path, arrays, "five", *common, "trainer.steps_per_call=5"))
+    for name in ("train/loss", "train/acc", "train/l1_penalty", "val/loss", "val/acc", "lr"):
+        assert history(tmp_path, one, name) == history(tmp_path, five, name), name
+    assert one["test_acc"] == five["test_acc"] and one["test_loss"] == five["test_loss"]
+
+
+def expected_one_cycle(lr, epochs, pct_start):
+    """The one-cycle rate at the start of each epoch, from PyTorch's own scheduler."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=10 * lr, total_steps=epochs * STEPS_PER_EPOCH, pct_start=pct_start)
+    rates = []
+    for _ in range(epochs):
+        rates.append(opt.param_groups[0]["lr"])
+        for _ in range(STEPS_PER_EPOCH):
+            opt.step()
+            sched.step()
+    return rates
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    (("schedule=step", "schedule.step_size=2", "schedule.gamma=0.5"), lambda e: 0.01 * 0.5 ** (e // 2)),
+    (("schedule=cosine",), lambda e: 0.01 * (1 + math.cos(math.pi * e / 5)) / 2),
+    (("schedule=onecycle",), lambda e: expected_one_cycle(0.01, 5, 0.25)[e]),
+])
+def test_each_schedule_sets_the_rate_its_formula_gives(tmp_path, arrays, schedule, expected):
+    result = train(run_config(tmp_path, arrays, "run", *schedule, "trainer.max_epochs=5", "trainer.steps_per_call=4"))
+    assert history(tmp_path, result, "lr") == pytest.approx([expected(e) for e in range(5)], rel=1e-6)
+
+
+def test_plateau_halves_the_rate_after_its_patience_runs_out(tmp_path, arrays):
+    # A rate this small leaves val/acc where it is, so the plateau schedule must act.
+    result = train(run_config(tmp_path, arrays, "run", "schedule=plateau", "schedule.patience=1",
+                              "optimizer.lr=1e-6", "trainer.max_epochs=6"))
+    val_acc, rates = history(tmp_path, result, "val/acc"), history(tmp_path, result, "lr")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-6)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=1)
+    replay = []
+    for acc in val_acc:
+        replay.append(opt.param_groups[0]["lr"])
+        sched.step(acc)
+    assert rates == pytest.approx(replay, rel=1e-6)
+    assert rates[-1] < rates[0], (val_acc, rates)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("schedule", [("schedule=cosine",), ("schedule=plateau", "schedule.patience=0"),
+                                      ("schedule=onecycle", "optimizer.lookahead_every=2")])
+def test_a_run_resumed_after_an_interruption_gets_the_same_rates_and_results(tmp_path, arrays, monkeypatch, schedule):
+    overrides = (*schedule, "trainer.max_epochs=5", "trainer.steps_per_call=3")
+    straight = train(run_config(tmp_path, arrays, "straight", *overrides))
+
+    start = cnnlab.module.Classifier.on_train_epoch_start
+
+    def stop_at_epoch_3(self):
+        if self.current_epoch == 3:
+            raise Interrupted
+        start(self)
+
+    monkeypatch.setattr(cnnlab.module.Classifier, "on_train_epoch_start", stop_at_epoch_3)
+    with pytest.raises(Interrupted):
+        train(run_config(tmp_path, arrays, "broken", *overrides))
+    epochs_after = []
+
+    def record(self):
+        epochs_after.append(self.current_epoch)
+        start(self)
+
+    monkeypatch.setattr(cnnlab.module.Classifier, "on_train_epoch_start", record)
+    resumed = train(run_config(tmp_path, arrays, "broken", *overrides))
+
+    assert epochs_after == [3, 4]  # it went on from its last checkpoint, not from the start
+
+    for name in ("lr", "train/loss", "val/acc"):
+        assert history(tmp_path, resumed, name) == history(tmp_path, straight, name), name
+    assert resumed["test_acc"] == straight["test_acc"]
+
+
+def test_lookahead_averages_on_its_schedule_and_ends_on_the_average():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    la = Lookahead(net, every=5, decay=0.95, total_steps=100)
+    assert la.strength(0) == 0 and la.strength(100) == pytest.approx(0.95**5)
+    assert la.strength(50) == pytest.approx(0.95**5 / 8)  # cubic in progress
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].running_mean.add_(2.0)
+    la.after_step(7)  # not a multiple of 5: nothing happens
+    assert torch.equal(la.average["0.weight"], start["0.weight"])
+    la.after_step(50)
+    keep = la.strength(50)
+    expected = keep * start["0.weight"] + (1 - keep) * (start["0.weight"] + 1)
+    assert torch.allclose(la.average["0.weight"], expected) and torch.allclose(net[0].weight, expected)
+    assert torch.allclose(net[1].running_mean, keep * start["1.running_mean"] + (1 - keep) * 2.0)
+    assert "1.num_batches_tracked" not in la.average  # integer state is left alone
+    average = la.average["0.weight"].clone()
+    with torch.no_grad():
+        net[0].weight.add_(5.0)
+    la.after_step(100)  # the last step: the network takes the average as it is
+    assert torch.equal(net[0].weight, average)
+
+
+def test_lookahead_changes_what_a_run_learns(tmp_path, arrays):
+    plain = train(run_config(tmp_path, arrays, "plain", "trainer.max_epochs=2"))
+    averaged = train(run_config(tmp_path, arrays, "averaged", "trainer.max_epochs=2", "optimizer.lookahead_every=2"))
+    assert history(tmp_path, plain, "train/loss")[0] != history(tmp_path, averaged, "train/loss")[0]

@@ -50,6 +50,7 @@ class Classifier(pl.LightningModule):
         self._reset("train")
         self.epoch_metrics: dict[str, float] = {}
         self.startup_seconds: float | None = None
+        self.train_seconds = 0.0  # the training epochs' time in this process, validation excluded
         self.automatic_optimization = False  # see the module's docstring
         self._step_in_epoch = 0
         self.lookahead: Lookahead | None = None
@@ -179,6 +180,7 @@ class Classifier(pl.LightningModule):
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.epoch_seconds = time.perf_counter() - self._epoch_start
+            self.train_seconds += self.epoch_seconds
         self._reset("val")
 
     def validation_step(self, batch, batch_idx):

@@ -176,6 +176,7 @@ def train(cfg: DictConfig) -> dict:
         "params": n_params,
         "job_seconds": time.perf_counter() - t_start,
         "startup_seconds": module.startup_seconds,
+        "train_seconds": module.train_seconds,
     }
     _write_artifacts(cfg, run_dir, module, datamodule, ckpt, result)
     if client is not None:

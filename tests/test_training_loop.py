@@ -140,8 +140,21 @@ def test_lookahead_averages_on_its_schedule_and_ends_on_the_average():
     average = la.average["0.weight"].clone()
     with torch.no_grad():
         net[0].weight.add_(5.0)
-    la.after_step(100)  # the last step: the network takes the average as it is
-    assert torch.equal(net[0].weight, average)
+    la.after_step(100)  # the last step averages in the final weights and ends on the average
+    keep = 0.95**5
+    assert torch.allclose(net[0].weight, keep * average + (1 - keep) * (average + 5.0))
+    assert torch.equal(net[0].weight, la.average["0.weight"])
+
+
+def test_lookahead_takes_in_the_last_weights_when_steps_do_not_divide_evenly():
+    net = torch.nn.Linear(2, 2)
+    la = Lookahead(net, every=5, decay=0.95, total_steps=3)
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    la.after_step(3)
+    keep = 0.95**5  # full strength: step 3 of 3
+    assert torch.allclose(net.weight, keep * start + (1 - keep) * (start + 1.0))
 
 
 def test_lookahead_changes_what_a_run_learns(tmp_path, arrays):

@@ -3,8 +3,8 @@
 Every `every` optimizer steps the network's floating-point state (weights and batch-norm
 statistics) is pulled into an exponential moving average, and the average is copied back into the
 network. The averaging strength grows with the cube of training progress, from none at the start
-to `decay ** every` at the end, and the last step leaves the network at the average: early
-training moves freely, late training settles on a smoothed point.
+to `decay ** every` at the end, and the last step averages too, so the run ends on the average:
+early training moves freely, late training settles on a smoothed point.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ class Lookahead:
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         """Call after optimizer step number `step` (counted from 1)."""
-        if step >= self.total_steps:
-            self._update(1.0)  # the run ends on the average
-        elif step % self.every == 0:
+        # The last step always averages, so the run ends on an average that has its final weights
+        # in it, however the step count divides.
+        if step % self.every == 0 or step >= self.total_steps:
             self._update(self.strength(step))
 
     def _update(self, keep: float) -> None:

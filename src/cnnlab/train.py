@@ -139,7 +139,7 @@ def train(cfg: DictConfig) -> dict:
         strategy=cfg.trainer.strategy,
         precision=_precision(cfg, on_gpu),
         logger=False,
-        callbacks=[c for c in (tracker, ckpt, latest) if c is not None],  # ckpt first: ckpt_path="best" reads it
+        callbacks=[c for c in (tracker, ckpt, latest) if c is not None],
         plugins=[SafeCheckpointIO()],
         profiler=NoProfiler(),
         enable_progress_bar=cfg.trainer.progress_bar,
@@ -155,7 +155,7 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt.best_model_path, verbose=False)[0]
     except BaseException as e:
         if client is not None:
             _mark_failed(client, run_id, e)

@@ -74,7 +74,8 @@ def one_side(args) -> None:
             x = normalize(torch.from_numpy(raw["x_train"]), None, None)
             seconds = bare_loop(cfg, x, torch.from_numpy(raw["y_train"]).long(), args.epochs)
     n = min(args.images, 45000)
-    print(json.dumps({"images_per_sec": n * (len(seconds) - 1) / sum(seconds[1:]), "best_images_per_sec": n / min(seconds[1:])}))
+    steady = seconds[1:]
+    print(json.dumps({"images_per_sec": n * len(steady) / sum(steady), "best_images_per_sec": n / min(steady)}))
 
 
 def main() -> None:

@@ -49,7 +49,8 @@ def test_steps_per_call_changes_nothing_but_the_overhead(tmp_path, arrays):
 def expected_one_cycle(lr, epochs, pct_start):
     """The one-cycle rate at the start of each epoch, from PyTorch's own scheduler."""
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=10 * lr, total_steps=epochs * STEPS_PER_EPOCH, pct_start=pct_start)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=10 * lr, total_steps=epochs * STEPS_PER_EPOCH,
+                                                pct_start=pct_start)
     rates = []
     for _ in range(epochs):
         rates.append(opt.param_groups[0]["lr"])

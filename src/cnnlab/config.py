@@ -173,7 +173,9 @@ def parent_keys(full_key: str) -> list[str]:
 
 # Settings that change what a run computes; paths, tracking, threads, the progress bar and the
 # steps per training_step call (the same updates either way) do not.
-NOT_FINGERPRINTED = ("run", "tracking", "trainer.progress_bar", "trainer.threads", "trainer.steps_per_call", "data.arrays")
+NOT_FINGERPRINTED = (
+    "run", "tracking", "trainer.progress_bar", "trainer.threads", "trainer.steps_per_call", "data.arrays",
+)
 
 
 def fingerprint(cfg: DictConfig) -> str:

@@ -63,7 +63,8 @@ class Classifier(pl.LightningModule):
     def _reset(self, stage: str) -> None:
         zero = torch.zeros((), device=self.device)
         # Sums are device tensors (no host sync per step); the image count is a Python int.
-        setattr(self, f"_{stage}_sums", {"loss": zero.clone(), "correct": zero.clone(), "n": 0, "l1": zero.clone(), "l2": zero.clone()})
+        sums = {"loss": zero.clone(), "correct": zero.clone(), "n": 0, "l1": zero.clone(), "l2": zero.clone()}
+        setattr(self, f"_{stage}_sums", sums)
 
     def _accumulate(self, stage: str, loss, logits, y, l1=None, l2=None) -> None:
         # Five small tensor ops per step: on a CPU each costs microseconds, so none is wasted.
@@ -106,7 +107,9 @@ class Classifier(pl.LightningModule):
     def _total_steps(self) -> int:
         """Optimizer steps in the whole run (not training_step calls)."""
         if not math.isfinite(self.trainer.estimated_stepping_batches):  # also sets up the training data
-            raise UserError("The one-cycle schedule and lookahead need a fixed number of epochs; set trainer.max_epochs.")
+            raise UserError(
+                "The one-cycle schedule and lookahead need a fixed number of epochs; set trainer.max_epochs."
+            )
         loader = self.trainer.train_dataloader
         return int(self.trainer.max_epochs * getattr(loader, "steps", len(loader)))
 
@@ -196,7 +199,8 @@ class Classifier(pl.LightningModule):
             return
         self._check_finite(self._train_sums["loss"])
         sums = self._train_sums
-        train_sums = torch.stack([sums["loss"], sums["correct"], sums["l1"], sums["l2"], torch.tensor(float(sums["n"]), device=self.device)])
+        n_seen = torch.tensor(float(sums["n"]), device=self.device)
+        train_sums = torch.stack([sums["loss"], sums["correct"], sums["l1"], sums["l2"], n_seen])
         if self.trainer.world_size > 1:  # under DDP each process saw its own share of the batches
             train_sums = self.trainer.strategy.reduce(train_sums, reduce_op="sum")
         loss_sum, correct, l1_sum, l2_sum, n = train_sums.unbind()

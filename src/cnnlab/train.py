@@ -127,10 +127,12 @@ def train(cfg: DictConfig) -> dict:
     elif is_zero:
         run_dir.save_state(fingerprint=fp)
 
-    ckpt = ModelCheckpoint(dirpath=run_dir.checkpoints, filename="best", monitor="val/acc", mode="max", enable_version_counter=False)
+    ckpt = ModelCheckpoint(dirpath=run_dir.checkpoints, filename="best", monitor="val/acc", mode="max",
+                           enable_version_counter=False)
     # last.ckpt after every epoch, for resuming. Not `save_last=True` on the one above: that writes
     # last.ckpt only in epochs where best.ckpt improved, so a resume could repeat several epochs.
-    latest = ModelCheckpoint(dirpath=run_dir.checkpoints, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    latest = ModelCheckpoint(dirpath=run_dir.checkpoints, filename="last", monitor=None, save_top_k=1,
+                             enable_version_counter=False)
     trainer = pl.Trainer(
         max_epochs=cfg.trainer.max_epochs,
         accelerator=cfg.trainer.accelerator,

@@ -101,3 +101,9 @@ def test_broken_study_yaml_is_reported_with_its_line(tmp_path):
     (conf / "study" / "broken.yaml").write_text("seeds: [0]\nvariants:\n  a:\n    overrides: [model.hidden=[8]]\n")
     with pytest.raises(UserError, match="not valid YAML at line 4; quote overrides"):
         load_study("broken", conf)
+
+
+def test_a_bare_true_or_false_is_read_as_the_word():
+    # Hydra reads `trainer.channels_last=true` as a boolean; the setting takes the words.
+    assert compose_config(["trainer.channels_last=true"]).trainer.channels_last == "true"
+    assert compose_config(["trainer.channels_last=false"]).trainer.channels_last == "false"

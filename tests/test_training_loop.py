@@ -162,3 +162,21 @@ def test_lookahead_changes_what_a_run_learns(tmp_path, arrays):
     plain = train(run_config(tmp_path, arrays, "plain", "trainer.max_epochs=2"))
     averaged = train(run_config(tmp_path, arrays, "averaged", "trainer.max_epochs=2", "optimizer.lookahead_every=2"))
     assert history(tmp_path, plain, "train/loss")[0] != history(tmp_path, averaged, "train/loss")[0]
+
+
+def test_the_gpu_settings_train_through_the_same_loop_on_the_cpu(tmp_path, arrays):
+    # bf16 autocast, channels-last and several steps per call: the code path a GPU run takes.
+    result = train(run_config(tmp_path, arrays, "run", "model=cnn", "model.channels=[8,16]", "model.batch_norm=true",
+                              "trainer.precision=bf16-mixed", "trainer.channels_last=true", "trainer.max_epochs=2",
+                              "optimizer=adam", "optimizer.lr=0.003"))
+    losses = history(tmp_path, result, "train/loss")
+    assert all(math.isfinite(v) for v in losses) and losses[1] < losses[0]
+    assert result["test_acc"] > 0.1  # ten classes: above chance after two epochs
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_through_the_same_loop(tmp_path, arrays):
+    # No dropout: compiled code draws its random masks from another generator.
+    result = train(run_config(tmp_path, arrays, "run", "trainer.compile=true", "trainer.max_epochs=2", "model.dropout=0"))
+    plain = train(run_config(tmp_path, arrays, "plain", "trainer.max_epochs=2", "model.dropout=0"))
+    assert history(tmp_path, result, "train/loss") == pytest.approx(history(tmp_path, plain, "train/loss"), rel=1e-3)

@@ -151,6 +151,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     merged = cfg.copy()
     for key, allowed in CHOICES.items():
         value = str(OmegaConf.select(merged, key))
+        if value not in allowed and value in ("True", "False"):
+            # YAML and Hydra read a bare true/false as a boolean, which a text field stores as "True".
+            value = value.lower()
+            OmegaConf.update(merged, key, value)
         if value not in allowed:
             raise UserError(
                 f"Unknown value '{value}' for '{key}'; valid choices: {', '.join(allowed)}."

@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.common import REPO
+from bench.common import REPO, timed_epochs
 
 MODES = ("bare", "automatic", "manual", "cnnlab")
 
@@ -58,15 +58,7 @@ def one_mode(mode: str, steps: int, epochs: int = 4) -> float:
     if mode == "bare":
         net = torch.nn.Linear(16, 2)
         opt = torch.optim.SGD(net.parameters(), lr=0.01)
-        for _ in range(epochs):
-            start = time.perf_counter()
-            for x, y in Repeat(steps):
-                loss = F.cross_entropy(net(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            seconds.append(time.perf_counter() - start)
-        return min(seconds) / steps * 1e6
+        return min(timed_epochs(net, opt, Repeat(steps), epochs)) / steps * 1e6
 
     class Module(pl.LightningModule):
         def __init__(self):

@@ -14,7 +14,6 @@ start (so a resumed run gets exactly the rate an unbroken one would).
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 
@@ -22,7 +21,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import UserError
 from cnnlab.lookahead import Lookahead
 from cnnlab.provenance import seconds_since_process_start
 from cnnlab.regularization import l1_penalty, l2_penalty, penalized_weights
@@ -105,11 +103,8 @@ class Classifier(pl.LightningModule):
         self._lookahead_state = checkpoint.get("cnnlab_lookahead")
 
     def _total_steps(self) -> int:
-        """Optimizer steps in the whole run (not training_step calls)."""
-        if not math.isfinite(self.trainer.estimated_stepping_batches):  # also sets up the training data
-            raise UserError(
-                "The one-cycle schedule and lookahead need a fixed number of epochs; set trainer.max_epochs."
-            )
+        """Optimizer steps in the whole run (not training_step calls); max_epochs is validated >= 1."""
+        self.trainer.fit_loop.setup_data()  # makes the training loader now; a no-op once it exists
         loader = self.trainer.train_dataloader
         return int(self.trainer.max_epochs * getattr(loader, "steps", len(loader)))
 
@@ -207,9 +202,10 @@ class Classifier(pl.LightningModule):
         n_all = n.clamp(min=1)
         values = torch.stack([loss_sum / n_all, correct / n_all, l1_sum / n_all, l2_sum / n_all, val["loss"], val["acc"], n])
         t_loss, t_acc, l1, l2, v_loss, v_acc, n = values.tolist()  # the epoch's one host sync
-        sched = self._scheduler()
-        if self.sched_cfg.name == "plateau" and sched.last_epoch < self.current_epoch + 1:
-            sched.step(v_acc)  # after a resume this epoch's step is already in the checkpoint
+        if self.sched_cfg.name == "plateau":
+            sched = self._scheduler()
+            if sched.last_epoch < self.current_epoch + 1:  # after a resume this step is in the checkpoint
+                sched.step(v_acc)
         seconds = getattr(self, "epoch_seconds", float("nan"))
         self.epoch_metrics = {
             "train/loss": t_loss,

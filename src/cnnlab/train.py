@@ -44,8 +44,8 @@ class NoProfiler(PassThroughProfiler):
     """Lightning's default no-op profiler without its cost.
 
     The default still opens a generator context manager around every hook call, ~50 of them per
-    training step: ~80 us per step, which shows against a small network's few-millisecond step
-    on a CPU. A shared `nullcontext` does nothing at a fraction of that.
+    training_step call: ~80 us, which shows against a small network's few-millisecond step on a
+    CPU. A shared `nullcontext` does nothing at a fraction of that.
     """
 
     _nothing = contextlib.nullcontext()

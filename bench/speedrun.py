@@ -21,7 +21,8 @@ import torch
 from bench.common import data_args, prepared_arrays
 from cnnlab.provenance import device_name
 from cnnlab.study import compose_config
-from cnnlab.train import quiet_lightning, train
+from cnnlab.train import train
+from cnnlab.trainer import quiet_lightning
 
 
 def main() -> None:

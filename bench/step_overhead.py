@@ -3,12 +3,10 @@
     python -m bench.step_overhead [--steps 2000 --rounds 3]
 
 A 16-input linear layer on batches of 8: the step's own compute is ~100 us, so the rest is
-bookkeeping. Four ways to run the same steps (each in a fresh process, alternating):
+bookkeeping. Three ways to run the same steps (each in a fresh process, alternating):
   bare       a hand-written loop
-  automatic  a LightningModule returning the loss (Lightning's default)
-  manual     manual optimization, one step per training_step call
-  cnnlab     what cnnlab's module does: manual optimization, 16 steps per call (StepChunks),
-             and cnnlab's NoProfiler
+  automatic  a LightningModule returning the loss, Lightning's defaults
+  cnnlab     the same module with what cnnlab's Trainer adds: its NoProfiler
 Printed: the median over processes of each one's fastest epoch, in us per step.
 """
 
@@ -26,7 +24,7 @@ import torch.nn.functional as F
 
 from bench.common import REPO, timed_epochs
 
-MODES = ("bare", "automatic", "manual", "cnnlab")
+MODES = ("bare", "automatic", "cnnlab")
 
 
 class Repeat:
@@ -50,8 +48,7 @@ class Repeat:
 def one_mode(mode: str, steps: int, epochs: int = 4) -> float:
     import pytorch_lightning as pl
 
-    from cnnlab.batches import StepChunks
-    from cnnlab.train import NoProfiler
+    from cnnlab.trainer import NoProfiler
 
     torch.manual_seed(0)
     seconds: list[float] = []
@@ -64,17 +61,9 @@ def one_mode(mode: str, steps: int, epochs: int = 4) -> float:
         def __init__(self):
             super().__init__()
             self.net = torch.nn.Linear(16, 2)
-            self.automatic_optimization = mode == "automatic"
 
         def training_step(self, batch, idx):
-            if self.automatic_optimization:
-                return F.cross_entropy(self.net(batch[0]), batch[1])
-            opt = self.optimizers()
-            for x, y in batch if mode == "cnnlab" else [batch]:
-                loss = F.cross_entropy(self.net(x), y)
-                opt.zero_grad()
-                self.manual_backward(loss)
-                opt.step()
+            return F.cross_entropy(self.net(batch[0]), batch[1])
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01)
@@ -85,7 +74,7 @@ def one_mode(mode: str, steps: int, epochs: int = 4) -> float:
         def on_train_epoch_end(self):
             seconds.append(time.perf_counter() - self.start)
 
-    loader = StepChunks(Repeat(steps), 16) if mode == "cnnlab" else Repeat(steps)
+    loader = Repeat(steps)
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False, accelerator="cpu",
                          profiler=NoProfiler() if mode == "cnnlab" else None)

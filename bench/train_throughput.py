@@ -35,7 +35,8 @@ from cnnlab.batches import TrainBatches, normalize
 from cnnlab.models import build_network
 from cnnlab.preprocess import load_arrays
 from cnnlab.study import compose_config
-from cnnlab.train import quiet_lightning, train
+from cnnlab.train import train
+from cnnlab.trainer import quiet_lightning
 
 
 def bare_loop(cfg, x, y, epochs: int) -> list[float]:

@@ -29,7 +29,8 @@ def test_lecture_study_has_baseline_each_optimization_and_all_for_both_families(
         assert names == {f"{family}_{k}" for k in expected}
     base = compose_config(study="lecture", variant="mlp_baseline", seed=0)
     assert base.data.normalize == "unit" and base.augment.translate == 0 and not base.augment.flip
-    assert base.optimizer.name == "sgd" and base.optimizer.momentum == 0 and base.schedule.name == "constant"
+    assert base.optimizer._target_ == "torch.optim.SGD" and base.optimizer.momentum == 0
+    assert base.schedule._target_ == "cnnlab.schedules.constant"
     assert base.regularization.l1 == 0 and base.regularization.l2 == 0
     quick = load_study("quick")
     assert set(quick.variants) == set(st.variants) and len(quick.seeds) == 1
@@ -55,9 +56,15 @@ def test_cnn_parameter_count_matches_hand_computation():
         (["model=resnet"], "valid choices: cnn, fastcnn, mlp"),
         (["trainer.max_epoch=3"], "Unknown config key 'trainer.max_epoch'; valid keys there:"),
         (["trainer.max_epochs=many"], "Bad value for 'trainer.max_epochs'"),
-        (["model.padding_mode=mirror"], "valid choices: zeros, replicate, circular"),
-        (["optimizer.name=rmsprop"], "valid choices: sgd, adam, adamw"),
-        (["trainer.steps_per_call=0"], "'trainer.steps_per_call' must be at least 1, not 0"),
+        (["model=cnn", "model.padding_mode=mirror"], "valid choices: zeros, replicate, circular"),
+        (["model=cnn", "model.chanels=[8]"], "Unknown config key 'model.chanels'; valid keys there: activation, batch_norm, channels,"),
+        (["model.dropout=1.5"], "'dropout' must be at least 0 and below 1, not 1.5"),
+        (["optimizer=rmsprop"], "valid choices: adam, adamw, sgd, sgd_momentum"),
+        (["optimizer.lr=-1"], "Bad optimizer config: Invalid learning rate: -1"),
+        (["optimizer.momentom=0.9"], "Unknown config key 'optimizer.momentom'; valid keys there: lr, momentum, weight_decay."),
+        (["schedule=step", "schedule.gama=0.5"], "Unknown config key 'schedule.gama'; valid keys there: gamma, step_size."),
+        (["+optimizer.momentom=0.9"], "Unknown config key 'optimizer.momentom' for SGD; valid keys there: lr, momentum,"),
+        (["trainer.accumulate_grad_batches=0"], "'trainer.accumulate_grad_batches' must be at least 1, not 0"),
         (["trainer.batch_size=-5"], "'trainer.batch_size' must be at least 1, not -5"),
     ],
 )

@@ -40,7 +40,7 @@ def test_a_tiny_run_records_params_tags_metrics_and_artifacts(tmp_path, arrays):
     assert r.data.tags["data_md5"] == stats["archive_md5"]
     assert json.loads(r.data.tags["zscore_mean"]) == pytest.approx(stats["mean"], abs=1e-6)
     # The resolved config, flattened
-    assert r.data.params["model.family"] == "cnn" and r.data.params["model.channels"] == "[8, 16]"
+    assert r.data.params["model._target_"] == "cnnlab.models.cnn.CNN" and r.data.params["model.channels"] == "[8, 16]"
     assert r.data.params["regularization.l1"] == "1e-05" and r.data.params["trainer.max_epochs"] == "3"
     assert EPOCH_METRICS | FINAL_METRICS <= set(r.data.metrics)
     for name in EPOCH_METRICS:

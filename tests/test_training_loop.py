@@ -1,4 +1,4 @@
-"""The training loop's arithmetic: several steps per call, learning-rate schedules, resume.
+"""The training loop: Lightning's own flags, learning-rate schedules, lookahead, resume.
 
 Real `cnnlab.train.train` runs on a tiny prepared data set, read back from a real MLflow store.
 """
@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 import cnnlab.module
 from cnnlab.lookahead import Lookahead
+from cnnlab.models import build_network
 from cnnlab.study import compose_config
 from cnnlab.train import train
 from tests.helpers import tiny_prepared
@@ -37,19 +38,70 @@ def history(tmp_path, result, name):
     return [m.value for m in sorted(client.get_metric_history(result["mlflow_run_id"], name), key=lambda m: m.step)]
 
 
-def test_steps_per_call_changes_nothing_but_the_overhead(tmp_path, arrays):
-    common = ("schedule=onecycle", "trainer.max_epochs=3", "regularization=l1_l2")
-    one = train(run_config(tmp_path, arrays, "one", *common, "trainer.steps_per_call=1"))
-    five = train(run_config(tmp_path, arrays, "five", *common, "trainer.steps_per_call=5"))
-    for name in ("train/loss", "train/acc", "train/l1_penalty", "val/loss", "val/acc", "lr"):
-        assert history(tmp_path, one, name) == history(tmp_path, five, name), name
-    assert one["test_acc"] == five["test_acc"] and one["test_loss"] == five["test_loss"]
+def initial_weights(cfg) -> dict:
+    """The network train() starts from: it seeds torch with the run's seed, then builds it."""
+    torch.manual_seed(cfg.seed)
+    return build_network(cfg.model).state_dict()
+
+
+def trained_weights(cfg) -> dict:
+    ckpt = torch.load(f"{cfg.run.dir}/checkpoints/last.ckpt", weights_only=True)
+    return {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+
+
+def update_norm(cfg) -> float:
+    before, after = initial_weights(cfg), trained_weights(cfg)
+    return float(torch.cat([(after[k] - before[k]).flatten() for k in before]).norm())
+
+
+def test_gradient_clip_val_bounds_each_update(tmp_path, arrays):
+    # One plain-SGD step: the update is lr times the gradient, whose norm clipping caps at 1e-3.
+    one_step = ("trainer.limit_train_batches=1", "trainer.max_epochs=1", "optimizer.lr=1.0", "augment=none")
+    clipped = run_config(tmp_path, arrays, "clipped", *one_step, "trainer.gradient_clip_val=0.001")
+    free = run_config(tmp_path, arrays, "free", *one_step)
+    train(clipped)
+    train(free)
+    assert update_norm(clipped) == pytest.approx(0.001, rel=1e-3)
+    assert update_norm(free) > 10 * update_norm(clipped)
+
+
+def test_accumulating_two_half_batches_takes_the_steps_of_one_whole_batch(tmp_path, arrays):
+    # Two consecutive batches of 16 are the same 32 images as one batch of 32, and Lightning averages
+    # their gradients: with no dropout or batch norm the updates are the same.
+    common = ("model.dropout=0", "trainer.max_epochs=2", "data.train_images=384")
+    whole = train(run_config(tmp_path, arrays, "whole", *common))
+    halves = train(run_config(tmp_path, arrays, "halves", *common, "trainer.batch_size=16",
+                              "trainer.accumulate_grad_batches=2"))
+    for name in ("train/loss", "val/loss", "val/acc"):
+        assert history(tmp_path, halves, name) == pytest.approx(history(tmp_path, whole, name), rel=1e-4), name
+    assert halves["test_acc"] == whole["test_acc"]
+
+
+@pytest.mark.parametrize("limit, images", [(3, 3 * 32), (0.5, 6 * 32)])
+def test_limit_train_batches_counts_batches(tmp_path, arrays, limit, images):
+    result = train(run_config(tmp_path, arrays, "run", f"trainer.limit_train_batches={limit}", "trainer.max_epochs=2"))
+    assert history(tmp_path, result, "train/images") == [images, images]
+
+
+def test_val_check_interval_validates_twice_per_epoch(tmp_path, arrays, monkeypatch):
+    calls = []
+    end = cnnlab.module.Classifier.on_validation_epoch_end
+
+    def counted(self):
+        calls.append(self.current_epoch)
+        end(self)
+
+    monkeypatch.setattr(cnnlab.module.Classifier, "on_validation_epoch_end", counted)
+    result = train(run_config(tmp_path, arrays, "run", "trainer.val_check_interval=0.5", "trainer.max_epochs=2"))
+    assert calls == [0, 0, 1, 1]
+    # One point per epoch in MLflow, each with the whole epoch's training images.
+    assert history(tmp_path, result, "train/images") == [400, 400]
 
 
 def expected_one_cycle(lr, epochs, pct_start):
     """The one-cycle rate at the start of each epoch, from PyTorch's own scheduler."""
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=10 * lr, total_steps=epochs * STEPS_PER_EPOCH,
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * STEPS_PER_EPOCH,
                                                 pct_start=pct_start)
     rates = []
     for _ in range(epochs):
@@ -66,7 +118,7 @@ def expected_one_cycle(lr, epochs, pct_start):
     (("schedule=onecycle",), lambda e: expected_one_cycle(0.01, 5, 0.25)[e]),
 ])
 def test_each_schedule_sets_the_rate_its_formula_gives(tmp_path, arrays, schedule, expected):
-    result = train(run_config(tmp_path, arrays, "run", *schedule, "trainer.max_epochs=5", "trainer.steps_per_call=4"))
+    result = train(run_config(tmp_path, arrays, "run", *schedule, "trainer.max_epochs=5"))
     assert history(tmp_path, result, "lr") == pytest.approx([expected(e) for e in range(5)], rel=1e-6)
 
 
@@ -90,9 +142,9 @@ class Interrupted(Exception):
 
 
 @pytest.mark.parametrize("schedule", [("schedule=cosine",), ("schedule=plateau", "schedule.patience=0"),
-                                      ("schedule=onecycle", "optimizer.lookahead_every=2")])
+                                      ("schedule=onecycle", "lookahead.every=2")])
 def test_a_run_resumed_after_an_interruption_gets_the_same_rates_and_results(tmp_path, arrays, monkeypatch, schedule):
-    overrides = (*schedule, "trainer.max_epochs=5", "trainer.steps_per_call=3")
+    overrides = (*schedule, "trainer.max_epochs=5")
     straight = train(run_config(tmp_path, arrays, "straight", *overrides))
 
     start = cnnlab.module.Classifier.on_train_epoch_start
@@ -160,12 +212,12 @@ def test_lookahead_takes_in_the_last_weights_when_steps_do_not_divide_evenly():
 
 def test_lookahead_changes_what_a_run_learns(tmp_path, arrays):
     plain = train(run_config(tmp_path, arrays, "plain", "trainer.max_epochs=2"))
-    averaged = train(run_config(tmp_path, arrays, "averaged", "trainer.max_epochs=2", "optimizer.lookahead_every=2"))
+    averaged = train(run_config(tmp_path, arrays, "averaged", "trainer.max_epochs=2", "lookahead.every=2"))
     assert history(tmp_path, plain, "train/loss")[0] != history(tmp_path, averaged, "train/loss")[0]
 
 
 def test_the_gpu_settings_train_through_the_same_loop_on_the_cpu(tmp_path, arrays):
-    # bf16 autocast, channels-last and several steps per call: the code path a GPU run takes.
+    # bf16 autocast and channels-last: the code path a GPU run takes.
     result = train(run_config(tmp_path, arrays, "run", "model=cnn", "model.channels=[8,16]", "model.batch_norm=true",
                               "trainer.precision=bf16-mixed", "trainer.channels_last=true", "trainer.max_epochs=2",
                               "optimizer=adam", "optimizer.lr=0.003"))

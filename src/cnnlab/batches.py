@@ -7,7 +7,6 @@ sees exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -118,32 +117,3 @@ class EvalBatches:
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, self.y[start : start + self.batch_size]
-
-
-class StepChunks:
-    """A loader's batches k at a time: what one `training_step` call of cnnlab's module takes.
-
-    Each item is a lazy iterator over the next k batches of one shared pass, so no batch is made
-    before it is used; Lightning fetching one item ahead only creates the iterator. Items must
-    be used up in order, as the training loop does.
-    """
-
-    def __init__(self, batches, k: int):
-        self.batches, self.k = batches, max(1, k)
-        self.sampler = self  # Lightning looks for `sampler.set_epoch` on a loader
-
-    @property
-    def steps(self) -> int:
-        """Optimizer steps per epoch."""
-        return len(self.batches)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.batches) / self.k)
-
-    def __iter__(self):
-        it = iter(self.batches)
-        for _ in range(len(self)):
-            yield itertools.islice(it, self.k)

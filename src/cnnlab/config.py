@@ -1,7 +1,9 @@
 """The typed schema of one training run's config, and the checks Hydra cannot express.
 
 Hydra composes `conf/`; the result is merged into these dataclasses so that a wrong type or an
-unknown key fails before any work starts, with one sentence naming the bad value.
+unknown key fails before any work starts, with one sentence naming the bad value. The groups
+that grow (`model`, `optimizer`, `schedule`) are `_target_` configs: their keys are checked
+against what they instantiate (`validate`), not listed here.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,44 +42,9 @@ class AugmentConfig:
 
 
 @dataclass
-class ModelConfig:
-    family: str = "mlp"  # mlp, cnn or fastcnn
-    hidden: list[int] = field(default_factory=lambda: [512, 256])  # fully connected hidden sizes
-    activation: str = "relu"
-    batch_norm: bool = False
-    dropout: float = 0.0
-    # convolution blocks (cnn): conv -> [bn] -> activation -> pool -> [dropout], one per entry
-    channels: list[int] = field(default_factory=list)
-    kernel_size: int = 3
-    stride: int = 1
-    padding: int = 1
-    padding_mode: str = "zeros"
-    pool: str = "max"  # max, avg or none
-    pool_size: int = 2
-    pool_stride: int = 2
-    width: int = 64  # fastcnn: channels of the first block (doubled per block)
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = "sgd"  # sgd, adam or adamw
-    lr: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    lookahead_every: int = 0  # optimizer steps between lookahead averages (0: off); see cnnlab/lookahead.py
-    lookahead_decay: float = 0.95  # per-step decay of the average; an update keeps up to decay ** every
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "constant"  # constant, step, cosine, onecycle, plateau
-    step_size: int = 10  # step: epochs between decays
-    gamma: float = 0.1  # step: decay factor
-    pct_start: float = 0.25  # onecycle: fraction of steps spent warming up
-    factor: float = 0.5  # plateau: decay factor
-    patience: int = 2  # plateau: epochs without val/acc gain before a decay
+class LookaheadConfig:
+    every: int = 0  # optimizer steps between lookahead averages (0: off); see cnnlab/lookahead.py
+    decay: float = 0.95  # per-step decay of the average; an update keeps up to decay ** every
 
 
 @dataclass
@@ -96,11 +64,15 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on the CPU
-    channels_last: str = "auto"  # auto, true or false
+    channels_last: str = "auto"  # auto (convolutional networks on a GPU), true or false
     compile: bool = False
     threads: int = 0  # torch threads on the CPU (0 = as the environment says)
     nan_check_every: int = 50  # optimizer steps between checks that the loss is finite
-    steps_per_call: int = 16  # optimizer steps per training_step call: same updates, less overhead
+    # Lightning's own flags, passed as they are (see pytorch_lightning.Trainer).
+    gradient_clip_val: float = 0.0  # 0: no clipping
+    accumulate_grad_batches: int = 1
+    limit_train_batches: Any = 1.0  # a fraction of the batches (float) or a count (int)
+    val_check_interval: Any = 1.0  # validate every fraction of an epoch (float) or every N batches (int)
     test_flip_tta: bool = False  # test on the mean of the logits of each image and its mirror
     progress_bar: bool = True
 
@@ -120,9 +92,10 @@ class RunConfig:
     run: RunInfo = field(default_factory=RunInfo)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    model: Any = field(default_factory=dict)  # conf/model/<family>.yaml: _target_ and its arguments
+    optimizer: Any = field(default_factory=dict)  # conf/optimizer: a torch.optim class and its arguments
+    schedule: Any = field(default_factory=dict)  # conf/schedule: a cnnlab.schedules function and its numbers
+    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -132,22 +105,21 @@ class RunConfig:
 CHOICES = {
     "data.normalize": ("unit", "zscore"),
     "augment.padding_mode": ("zeros", "replicate", "circular"),
-    "model.family": ("mlp", "cnn", "fastcnn"),
-    "model.activation": ("relu", "gelu", "tanh", "sigmoid", "leaky_relu"),
-    "model.padding_mode": ("zeros", "replicate", "circular"),
-    "model.pool": ("max", "avg", "none"),
-    "optimizer.name": ("sgd", "adam", "adamw"),
-    "schedule.name": ("constant", "step", "cosine", "onecycle", "plateau"),
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"),
     "trainer.channels_last": ("auto", "true", "false"),
 }
 
 # Counts that must be at least 1 (the schema already makes them integers).
-POSITIVE = ("trainer.max_epochs", "trainer.batch_size", "trainer.eval_batch_size", "trainer.steps_per_call")
+POSITIVE = (
+    "trainer.max_epochs", "trainer.batch_size", "trainer.eval_batch_size", "trainer.accumulate_grad_batches",
+)
 
 
 def validate(cfg: DictConfig) -> DictConfig:
-    """Check the settings that take one of a few words, and the counts; raise UserError naming a bad one."""
+    """Check every setting that composition cannot; raise UserError naming a bad one."""
+    from cnnlab.models import check_model_config
+    from cnnlab.optimization import check_optimization
+
     merged = cfg.copy()
     for key, allowed in CHOICES.items():
         value = str(OmegaConf.select(merged, key))
@@ -163,6 +135,8 @@ def validate(cfg: DictConfig) -> DictConfig:
         value = OmegaConf.select(merged, key)
         if value < 1:
             raise UserError(f"'{key}' must be at least 1, not {value}; set it to a positive whole number.")
+    check_model_config(merged.model)
+    check_optimization(merged)
     OmegaConf.set_readonly(merged, True)
     return merged
 
@@ -175,11 +149,8 @@ def parent_keys(full_key: str) -> list[str]:
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
-# Settings that change what a run computes; paths, tracking, threads, the progress bar and the
-# steps per training_step call (the same updates either way) do not.
-NOT_FINGERPRINTED = (
-    "run", "tracking", "trainer.progress_bar", "trainer.threads", "trainer.steps_per_call", "data.arrays",
-)
+# Settings that change what a run computes; paths, tracking, threads and the progress bar do not.
+NOT_FINGERPRINTED = ("run", "tracking", "trainer.progress_bar", "trainer.threads", "data.arrays")
 
 
 def fingerprint(cfg: DictConfig) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from cnnlab.batches import EvalBatches, StepChunks, TrainBatches, normalize
+from cnnlab.batches import EvalBatches, TrainBatches, normalize
 from cnnlab.errors import UserError
 from cnnlab.preprocess import load_arrays
 
@@ -52,7 +52,7 @@ class ArrayDataModule(pl.LightningDataModule):
         batches = TrainBatches(x, y, t.batch_size, self.seed, self.cfg.augment, self.cfg.data.train_images, self.channels_last)
         if self.trainer is not None and self.trainer.world_size > 1:
             batches.shard(self.trainer.global_rank, self.trainer.world_size)
-        return StepChunks(batches, t.steps_per_call)
+        return batches
 
     def val_dataloader(self):
         return EvalBatches(*self.arrays["val"], self.cfg.trainer.eval_batch_size, self.channels_last)

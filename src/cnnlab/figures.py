@@ -30,23 +30,17 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str = "Confusion
     return fig
 
 
-def filter_grid(weight: torch.Tensor, max_filters: int = 64) -> np.ndarray:
-    """First-layer weights as images (n, H, W, 3) scaled to [0, 1] each.
-
-    Conv kernels (out, 3, k, k) are shown as they are; MLP rows (out, 3072) are reshaped to the
-    32x32x3 input image they are matched against (the lecture's 'templates').
-    """
-    w = weight.detach().float().cpu()[:max_filters]
-    if w.dim() == 2:
-        w = w.reshape(len(w), 3, 32, 32)
-    w = w[:, :3].permute(0, 2, 3, 1)  # (n, H, W, C)
+def filter_grid(images: torch.Tensor) -> np.ndarray:
+    """Filters as images (n, 3, H, W) -> (n, H, W, 3), each scaled to [0, 1] on its own."""
+    w = images.detach().float().cpu().permute(0, 2, 3, 1)
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
     return ((w - lo) / (hi - lo).clamp(min=1e-12)).numpy()
 
 
-def filters_figure(weight: torch.Tensor, title: str = "First-layer filters", max_filters: int = 64):
-    imgs = filter_grid(weight, max_filters)
+def filters_figure(images: torch.Tensor, title: str = "First-layer filters"):
+    """A grid of first-layer filters (n, 3, H, W), 16 to a row."""
+    imgs = filter_grid(images)
     n = len(imgs)
     cols = min(16, n)
     rows = int(np.ceil(n / cols))

@@ -1,27 +1,23 @@
 """One LightningModule for every network: the loss, the lecture's penalties, metrics, optimization.
 
-Metrics are accumulated on the device and read once per epoch, so training never waits on the
-host; the loss is checked for NaN/inf every `nan_check_every` steps.
-
-Each `training_step` call takes several optimizer steps (`trainer.steps_per_call`, the batches of
-one `StepChunks` item), with Lightning's manual optimization: Lightning's own bookkeeping around
-a call costs ~0.5-1 ms, a tenth of a small MLP's step on a CPU, so it is paid once per chunk.
-The batches, their order and every update are the same as one step per call. Learning-rate
-schedules are stepped here too: per step (one-cycle), or brought up to the current epoch at its
-start (so a resumed run gets exactly the rate an unbroken one would).
+`training_step` takes one batch and returns its loss; Lightning does the rest (backward, the
+optimizer step, gradient clipping and accumulation, the schedule), so its Trainer flags mean what
+they say. Metrics are summed on the device and read once per epoch, so training never waits on
+the host; the loss is checked for NaN/inf every `nan_check_every` steps.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
 from cnnlab.lookahead import Lookahead
+from cnnlab.models import Network
+from cnnlab.optimization import build_optimizer, build_schedule
 from cnnlab.provenance import seconds_since_process_start
 from cnnlab.regularization import l1_penalty, l2_penalty, penalized_weights
 
@@ -33,10 +29,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Classifier(pl.LightningModule):
-    def __init__(self, net: torch.nn.Module, cfg, num_classes: int = 10):
+    def __init__(self, net: Network, cfg, num_classes: int = 10):
         super().__init__()
         self.net = net
-        self.opt_cfg, self.sched_cfg = cfg.optimizer, cfg.schedule
+        self.optimizer_cfg, self.schedule_cfg, self.lookahead_cfg = cfg.optimizer, cfg.schedule, cfg.lookahead
         # Read per step: plain Python numbers, not an OmegaConf lookup (~10 us each) in the hot loop.
         reg = cfg.regularization
         self.label_smoothing, self.l1, self.l2 = float(reg.label_smoothing), float(reg.l1), float(reg.l2)
@@ -49,8 +45,13 @@ class Classifier(pl.LightningModule):
         self.epoch_metrics: dict[str, float] = {}
         self.startup_seconds: float | None = None
         self.train_seconds = 0.0  # the training epochs' time in this process, validation excluded
-        self.automatic_optimization = False  # see the module's docstring
         self._step_in_epoch = 0
+        self._stretch_start: float | None = None
+        self._epoch_train_seconds = 0.0
+        self._last_val: dict | None = None
+        self.epoch_lr = float("nan")
+        self._summary_epoch: int | None = None
+        self.fit_to_data_from = None  # a datamodule whose training images set data-derived weights
         self.lookahead: Lookahead | None = None
         self._lookahead_state: dict | None = None  # from a checkpoint, until the averager exists
 
@@ -83,15 +84,15 @@ class Classifier(pl.LightningModule):
 
     # -- training ------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        source = getattr(self, "whiten_from", None)
-        if source is not None and hasattr(self.net, "init_whitening"):
-            self.net.init_whitening(source.arrays["train"][0][:5000])
+        if self.fit_to_data_from is not None:  # a new run, not a resumed one
+            self.net.fit_to_data(self.fit_to_data_from.arrays["train"][0])
 
     def on_train_start(self) -> None:
-        # After on_fit_start (whitening) and after a checkpoint's weights are restored.
-        o = self.opt_cfg
-        if o.lookahead_every > 0:
-            self.lookahead = Lookahead(self.net, o.lookahead_every, o.lookahead_decay, self._total_steps())
+        # After on_fit_start and after a checkpoint's weights are restored; the first step comes next.
+        self.startup_seconds = seconds_since_process_start()
+        la = self.lookahead_cfg
+        if la.every > 0:
+            self.lookahead = Lookahead(self.net, la.every, la.decay, self.trainer.estimated_stepping_batches)
             if self._lookahead_state is not None:
                 self.lookahead.load_state_dict(self._lookahead_state)
 
@@ -102,32 +103,15 @@ class Classifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._lookahead_state = checkpoint.get("cnnlab_lookahead")
 
-    def _total_steps(self) -> int:
-        """Optimizer steps in the whole run (not training_step calls); max_epochs is validated >= 1."""
-        self.trainer.fit_loop.setup_data()  # makes the training loader now; a no-op once it exists
-        loader = self.trainer.train_dataloader
-        return int(self.trainer.max_epochs * getattr(loader, "steps", len(loader)))
-
     def on_train_epoch_start(self) -> None:
         # Dropout and any other randomness of epoch e depends on (seed, epoch) only: resumable.
         torch.manual_seed(self.trainer.datamodule.seed * 1_000_003 + self.current_epoch)
         self._reset("train")
         self._step_in_epoch = 0
-        sched = self._scheduler()
-        if self.sched_cfg.name in ("step", "cosine"):
-            with warnings.catch_warnings():
-                # Right after a resume this runs before the process's first optimizer step, which
-                # PyTorch warns about; the optimizer's state came from the checkpoint, so no step is lost.
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
-                while sched.last_epoch < self.current_epoch:  # idempotent: right after a resume too
-                    sched.step()
+        self._last_val = None
         self.epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self._epoch_start = time.perf_counter()
-
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        if self.startup_seconds is None:
-            # Process start to first training step: imports, data loading, model, Lightning setup.
-            self.startup_seconds = seconds_since_process_start()
+        self._epoch_train_seconds = 0.0
+        self._stretch_start = time.perf_counter()
 
     def training_loss(self, x, y) -> torch.Tensor:
         """The batch's loss (cross-entropy plus the penalties); its terms go into the epoch sums."""
@@ -144,27 +128,18 @@ class Classifier(pl.LightningModule):
         self._accumulate("train", ce, logits, y, l1, l2)
         return loss
 
-    def training_step(self, steps, call_idx):
-        """Take one optimizer step per (x, y) batch of `steps`; return the last loss, detached."""
-        opt = self.optimizers()
-        per_step_sched = self._scheduler() if self.sched_cfg.name == "onecycle" else None
-        loss = None
-        for x, y in steps:
-            loss = self.training_loss(x, y)
-            if self.nan_check_every and self._step_in_epoch % self.nan_check_every == 0:
-                self._check_finite(loss)
-            self._step_in_epoch += 1
-            opt.zero_grad()
-            self.manual_backward(loss)
-            opt.step()
-            if per_step_sched is not None:
-                per_step_sched.step()
-            if self.lookahead is not None:
-                self.lookahead.after_step(self.trainer.global_step)
-        return None if loss is None else loss.detach()
+    def training_step(self, batch, batch_idx):
+        loss = self.training_loss(*batch)
+        if self.nan_check_every and self._step_in_epoch % self.nan_check_every == 0:
+            self._check_finite(loss)
+        self._step_in_epoch += 1
+        return loss
 
-    def _scheduler(self):
-        return None if self.sched_cfg.name == "constant" else self.lr_schedulers()
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.lookahead is not None:
+            # global_step counts this step only once the hook returns: this is step global_step + 1.
+            self.lookahead.after_step(self.trainer.global_step + 1)
 
     def _check_finite(self, loss) -> None:
         if not torch.isfinite(loss):
@@ -174,12 +149,23 @@ class Classifier(pl.LightningModule):
             )
 
     def on_validation_start(self) -> None:
-        if not self.trainer.sanity_checking and hasattr(self, "_epoch_start"):
+        if not self.trainer.sanity_checking:
+            self._close_stretch()
+        self._reset("val")
+
+    def on_validation_end(self) -> None:
+        # With val_check_interval below 1 the epoch goes on: its next stretch of training starts now.
+        self._stretch_start = time.perf_counter()
+
+    def _close_stretch(self) -> None:
+        """Add the training time since the epoch started or the last validation ended."""
+        if self._stretch_start is not None:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            self.epoch_seconds = time.perf_counter() - self._epoch_start
-            self.train_seconds += self.epoch_seconds
-        self._reset("val")
+            now = time.perf_counter()
+            self._epoch_train_seconds += now - self._stretch_start
+            self.train_seconds += now - self._stretch_start
+            self._stretch_start = None
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -190,8 +176,15 @@ class Classifier(pl.LightningModule):
         val = self._means("val")
         self.log("val/acc", val["acc"], prog_bar=True)
         self.log("val/loss", val["loss"])
-        if self.trainer.sanity_checking:
-            return
+        if not self.trainer.sanity_checking:
+            self._last_val = val
+
+    def epoch_summary(self) -> dict[str, float]:
+        """The epoch's metrics: training over all its batches, the latest validation. Computed once an
+        epoch, at its end, by whichever asks first (the MLflow callback runs before this module's hook)."""
+        if self._summary_epoch == self.current_epoch:
+            return self.epoch_metrics
+        self._close_stretch()
         self._check_finite(self._train_sums["loss"])
         sums = self._train_sums
         n_seen = torch.tensor(float(sums["n"]), device=self.device)
@@ -200,13 +193,11 @@ class Classifier(pl.LightningModule):
             train_sums = self.trainer.strategy.reduce(train_sums, reduce_op="sum")
         loss_sum, correct, l1_sum, l2_sum, n = train_sums.unbind()
         n_all = n.clamp(min=1)
-        values = torch.stack([loss_sum / n_all, correct / n_all, l1_sum / n_all, l2_sum / n_all, val["loss"], val["acc"], n])
+        val = self._last_val or {"loss": torch.full((), float("nan")), "acc": torch.full((), float("nan"))}
+        values = torch.stack([loss_sum / n_all, correct / n_all, l1_sum / n_all, l2_sum / n_all,
+                              val["loss"].to(n.device), val["acc"].to(n.device), n])
         t_loss, t_acc, l1, l2, v_loss, v_acc, n = values.tolist()  # the epoch's one host sync
-        if self.sched_cfg.name == "plateau":
-            sched = self._scheduler()
-            if sched.last_epoch < self.current_epoch + 1:  # after a resume this step is in the checkpoint
-                sched.step(v_acc)
-        seconds = getattr(self, "epoch_seconds", float("nan"))
+        seconds = self._epoch_train_seconds
         self.epoch_metrics = {
             "train/loss": t_loss,
             "train/acc": t_acc,
@@ -216,14 +207,19 @@ class Classifier(pl.LightningModule):
             "val/acc": v_acc,
             "lr": self.epoch_lr,
             "epoch_seconds": seconds,
+            "train/images": n,
             "train/images_per_sec": n / seconds if seconds > 0 else float("nan"),
         }
-        m = self.epoch_metrics
+        self._summary_epoch = self.current_epoch
         if self.trainer.is_global_zero:
             log.info(
                 "epoch %d: train/loss %.4f train/acc %.4f val/loss %.4f val/acc %.4f (%.1f s, %.0f images/s)",
-                self.current_epoch, t_loss, t_acc, v_loss, v_acc, seconds, m["train/images_per_sec"],
+                self.current_epoch, t_loss, t_acc, v_loss, v_acc, seconds, self.epoch_metrics["train/images_per_sec"],
             )
+        return self.epoch_metrics
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_summary()
 
     # -- test ----------------------------------------------------------------------------------
     def on_test_start(self) -> None:
@@ -246,27 +242,8 @@ class Classifier(pl.LightningModule):
 
     # -- optimization --------------------------------------------------------------------------
     def configure_optimizers(self):
-        o = self.opt_cfg
-        params = [p for p in self.parameters() if p.requires_grad]
-        if o.name == "sgd":
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
-        elif o.name == "adam":
-            opt = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        s = self.sched_cfg
+        optimizer = build_optimizer(self.optimizer_cfg, [p for p in self.parameters() if p.requires_grad])
         epochs = self.trainer.max_epochs
-        if s.name == "constant":
-            return opt
-        if s.name == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
-        elif s.name == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        elif s.name == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=s.factor, patience=s.patience)
-        elif s.name == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=10 * o.lr, total_steps=self._total_steps(), pct_start=s.pct_start
-            )
-        # Stepped by this module (see the module's docstring), so Lightning's interval is moot.
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched}}
+        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // epochs)
+        schedule = build_schedule(self.schedule_cfg, optimizer, epochs, steps_per_epoch)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -14,7 +14,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from cnnlab.config import RunConfig, parent_keys, validate
@@ -28,6 +28,9 @@ class Variant:
     name: str
     adds: str  # what this variant adds over its family's baseline, in a few words
     overrides: tuple[str, ...]
+    baseline: bool = False  # the family's baseline: every other variant of the family is compared with it
+    combined: bool = False  # all of the family's optimizations together
+    optimization: str = ""  # the one optimization it adds, for the report's claims (e.g. zscore, dropout)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Study:
     model_overrides: dict[str, tuple[str, ...]]  # per model choice (conf/model/<name>), after `overrides`
     variants: dict[str, Variant]
     report: dict
+    extends: tuple[str, ...] = ()  # the studies this one builds on, nearest first
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -48,22 +52,29 @@ class Study:
             )
         return self.variants[name]
 
+    def model_choice(self, name: str) -> str:
+        """The conf/model option a variant trains: its last `model=` override (the config's default: mlp)."""
+        model = "mlp"  # conf/config.yaml's default
+        for o in (*self.overrides, *self.variant(name).overrides):
+            if o.startswith("model="):
+                model = o.split("=", 1)[1]
+        return model
+
     def overrides_for(self, name: str) -> list[str]:
         """The Hydra overrides of one variant: the study's, its model's, then its own."""
         variant = self.variant(name)
-        model = "mlp"  # conf/config.yaml's default
-        for o in (*self.overrides, *variant.overrides):
-            if o.startswith("model="):
-                model = o.split("=", 1)[1]
-        return [*self.overrides, *self.model_overrides.get(model, ()), *variant.overrides]
+        return [*self.overrides, *self.model_overrides.get(self.model_choice(name), ()), *variant.overrides]
 
 
 def available_studies(conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (Path(conf_dir) / "study").glob("*.yaml"))
 
 
-def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
-    """Read and check `conf/study/<name>.yaml`."""
+STUDY_KEYS = ("extends", "description", "seeds", "overrides", "model_overrides", "variants", "report")
+VARIANT_KEYS = ("adds", "overrides", "baseline", "combined", "optimization")
+
+
+def _read_study_file(name: str, conf_dir: Path) -> tuple[Path, dict]:
     path = Path(conf_dir) / "study" / f"{name}.yaml"
     if not path.is_file():
         raise UserError(
@@ -81,28 +92,79 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
         ) from None
     if not isinstance(raw, dict):
         raise UserError(f"Study file {path} must be a mapping with 'seeds' and 'variants'.")
-    keys = ("description", "seeds", "overrides", "model_overrides", "variants", "report")
-    unknown = set(raw) - set(keys)
+    unknown = set(raw) - set(STUDY_KEYS)
     if unknown:
-        raise UserError(f"Study file {path} has unknown keys {sorted(unknown)}; valid keys: {', '.join(keys)}.")
+        raise UserError(f"Study file {path} has unknown keys {sorted(unknown)}; valid keys: {', '.join(STUDY_KEYS)}.")
+    return path, raw
+
+
+def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Path, dict, tuple[str, ...]]:
+    """The study file with the studies it extends merged in: the parent first, this file over it.
+
+    seeds, description: this file's if it has them; overrides and each model's overrides: the
+    parent's, then this file's (later overrides win); variants and report: the parent's, updated
+    by this file's (a variant set to null is dropped).
+    """
+    if name in chain:
+        raise UserError(f"Study '{name}' extends itself through {' -> '.join((*chain, name))}; break the cycle.")
+    path, raw = _read_study_file(name, conf_dir)
+    parent_name = raw.get("extends")
+    if parent_name is None:
+        return path, raw, ()
+    if not isinstance(parent_name, str):
+        raise UserError(f"Study file {path}: 'extends' must name one study, e.g. extends: lecture.")
+    _, parent, ancestors = _merged(parent_name, conf_dir, (*chain, name))
+    merged = dict(parent)
+    for key in ("description", "seeds"):
+        if key in raw:
+            merged[key] = raw[key]
+    merged["overrides"] = [*(parent.get("overrides") or []), *(raw.get("overrides") or [])]
+    models = {m: list(v or []) for m, v in (parent.get("model_overrides") or {}).items()}
+    for m, v in (raw.get("model_overrides") or {}).items():
+        models[m] = [*models.get(m, []), *(v or [])]
+    merged["model_overrides"] = models
+    variants = dict(parent.get("variants") or {})
+    for vname, spec in (raw.get("variants") or {}).items():
+        if spec is None:
+            variants.pop(vname, None)
+        else:
+            variants[vname] = spec
+    merged["variants"] = variants
+    merged["report"] = {**(parent.get("report") or {}), **(raw.get("report") or {})}
+    return path, merged, (parent_name, *ancestors)
+
+
+def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
+    """Read and check `conf/study/<name>.yaml`, with the studies it extends."""
+    path, raw, extends = _merged(name, Path(conf_dir))
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise UserError(f"Study file {path}: 'seeds' must be a list of non-negative integers.")
     variants = {}
     for vname, spec in (raw.get("variants") or {}).items():
         spec = spec or {}
-        if not isinstance(vname, str) or not vname.replace("_", "").isalnum():
+        if not isinstance(vname, str) or not vname.isascii() or not vname.replace("_", "").isalnum():
             raise UserError(
-                f"Study file {path}: variant name '{vname}' must use only letters, digits and '_'."
+                f"Study file {path}: variant name '{vname}' must use only ASCII letters, digits and '_'."
             )
+        if not isinstance(spec, dict) or set(spec) - set(VARIANT_KEYS):
+            raise UserError(
+                f"Study file {path}: variant '{vname}' must be a mapping with the keys {', '.join(VARIANT_KEYS)}."
+            )
+        for flag in ("baseline", "combined"):
+            if not isinstance(spec.get(flag, False), bool):
+                raise UserError(f"Study file {path}: '{vname}.{flag}' must be true or false.")
         variants[vname] = Variant(
             name=vname,
             adds=str(spec.get("adds", "")),
             overrides=tuple(_override_list(spec.get("overrides", []), path, vname)),
+            baseline=spec.get("baseline", False),
+            combined=spec.get("combined", False),
+            optimization=str(spec.get("optimization", "")),
         )
     if not variants:
         raise UserError(f"Study file {path} lists no variants; add at least one under 'variants'.")
-    return Study(
+    study = Study(
         name=name,
         description=str(raw.get("description", "")).strip(),
         seeds=tuple(seeds),
@@ -113,7 +175,23 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
         },
         variants=variants,
         report=dict(raw.get("report") or {}),
+        extends=extends,
     )
+    _check_one_baseline_per_model(study, path)
+    return study
+
+
+def _check_one_baseline_per_model(study: Study, path: Path) -> None:
+    seen: dict[str, str] = {}
+    for v in study.variants.values():
+        if v.baseline:
+            model = study.model_choice(v.name)
+            if model in seen:
+                raise UserError(
+                    f"Study file {path}: '{seen[model]}' and '{v.name}' are both marked baseline for model "
+                    f"'{model}'; mark one."
+                )
+            seen[model] = v.name
 
 
 def _override_list(value, path: Path, where: str) -> list[str]:
@@ -143,30 +221,39 @@ def compose_config(
     if seed is not None:
         all_overrides.append(f"seed={seed}")
     all_overrides += list(overrides)
-    # The schema makes composition typed: a wrong type or an unknown key fails here.
-    ConfigStore.instance().store(name="schema", node=RunConfig)
     try:
-        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=all_overrides)
+        cfg = _compose(all_overrides, conf_dir)
     except MissingConfigException as e:
         raise UserError(_one_line(str(e))) from None
-    except ConfigCompositionException as e:
-        raise UserError(_composition_message(e)) from None
-    except (ConfigAttributeError, ConfigKeyError, ValidationError) as e:
-        raise UserError(_omegaconf_message(e)) from None
+    except (ConfigCompositionException, ConfigAttributeError, ConfigKeyError, ValidationError) as e:
+        cause = e.__cause__ if isinstance(e, ConfigCompositionException) else e
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError, ValidationError)):
+            raise UserError(_omegaconf_message(cause, all_overrides, conf_dir)) from None
+        raise UserError(_one_line(str(cause or e))) from None
     return validate(cfg)
 
 
-def _composition_message(e: ConfigCompositionException) -> str:
-    cause = e.__cause__
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError, ValidationError)):
-        return _omegaconf_message(cause)
-    return _one_line(str(cause or e))
+def _compose(overrides: list[str], conf_dir: Path) -> DictConfig:
+    # The schema makes composition typed: a wrong type or an unknown key fails here.
+    ConfigStore.instance().store(name="schema", node=RunConfig)
+    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
 
 
-def _omegaconf_message(e: ConfigAttributeError | ConfigKeyError | ValidationError) -> str:
+def _keys_beside(full_key: str, overrides: list[str], conf_dir: Path) -> list[str]:
+    """The keys next to full_key in the config that the group choices alone (model=cnn, ...) give."""
+    choices = [o for o in overrides if "." not in o.split("=", 1)[0]]
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    try:
+        node = OmegaConf.select(_compose(choices, conf_dir), parent) if parent else _compose(choices, conf_dir)
+        return sorted(k for k in node.keys() if not str(k).startswith("_"))
+    except Exception:  # the choices themselves do not compose: fall back to the schema
+        return parent_keys(full_key)
+
+
+def _omegaconf_message(e, overrides: list[str], conf_dir: Path) -> str:
     if not isinstance(e, ValidationError):
-        keys = ", ".join(parent_keys(e.full_key))
+        keys = ", ".join(_keys_beside(e.full_key, overrides, conf_dir))
         return f"Unknown config key '{e.full_key}'; valid keys there: {keys}."
     return f"Bad value for '{e.full_key}': {str(e.msg).splitlines()[0]}."
 

@@ -135,18 +135,19 @@ class MlflowTracker(pl.Callback):
         self.client, self.run_id = client, run_id
         self.last_logged_step = last_logged_step
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
-        # Runs before ModelCheckpoint's own on_validation_end (Lightning orders checkpoint callbacks
-        # last), so an epoch is logged before its checkpoint exists: a job killed in between
-        # re-runs that epoch, which is then skipped here instead of logged twice.
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        # Runs before ModelCheckpoint's own on_train_epoch_end (Lightning calls checkpoint callbacks
+        # last), so an epoch is logged before its checkpoint exists: a job killed in between re-runs
+        # that epoch, which is then skipped here instead of logged twice.
+        metrics = pl_module.epoch_summary()  # every process takes part in its DDP reduction
+        if not trainer.is_global_zero:
             return
         step = trainer.current_epoch
-        if step <= self.last_logged_step or not pl_module.epoch_metrics:
+        if step <= self.last_logged_step or not metrics:
             return
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in pl_module.epoch_metrics.items()]
-        with_retry(self.client.log_batch, self.run_id, metrics=metrics)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with_retry(self.client.log_batch, self.run_id, metrics=batch)
         self.last_logged_step = step
 
 

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from cnnlab.config import fingerprint
 from cnnlab.errors import UserError
+from cnnlab.report.registry import figures as report_figures
 from cnnlab.study import compose_config, load_study
 from cnnlab.tracking import resolve_uri
 
@@ -25,6 +26,8 @@ try:
     FINGERPRINTS = {
         v: fingerprint(compose_config(study=STUDY.name, variant=v, conf_dir=CONF_DIR)) for v in STUDY.variants
     }
+    # The report's figures, built-in and the study's own (report.modules): each one is an output.
+    FIGURES = report_figures(STUDY)
 except UserError as e:
     raise WorkflowError(f"{e} (study file conf/study/{config['study']}.yaml)") from None
 

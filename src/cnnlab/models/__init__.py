@@ -1,46 +1,48 @@
-"""The networks: plain nn.Modules built from the `model` config group."""
+"""The networks: each family a `Network` subclass, built from its `conf/model/<name>.yaml`.
+
+The YAML's `_target_` names the class and its other keys are the constructor's arguments, so a new
+family is one Python module and one YAML file; nothing here lists the families.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import torch
 
-from cnnlab.models.cnn import CNN
-from cnnlab.models.fastcnn import FastCNN
-from cnnlab.models.mlp import MLP
+from cnnlab.errors import UserError
+from cnnlab.models.base import Network
+from cnnlab.targets import arguments, check_arguments, one_line, target_of
+
+__all__ = ["Network", "build_network", "check_model_config", "count_parameters", "family_of"]
 
 
-def build_network(model_cfg, num_classes: int = 10) -> nn.Module:
-    family = model_cfg.family
-    if family == "mlp":
-        return MLP(model_cfg.hidden, model_cfg.activation, model_cfg.batch_norm, model_cfg.dropout, num_classes)
-    if family == "cnn":
-        return CNN(
-            channels=list(model_cfg.channels),
-            kernel_size=model_cfg.kernel_size,
-            stride=model_cfg.stride,
-            padding=model_cfg.padding,
-            padding_mode=model_cfg.padding_mode,
-            pool=model_cfg.pool,
-            pool_size=model_cfg.pool_size,
-            pool_stride=model_cfg.pool_stride,
-            hidden=list(model_cfg.hidden),
-            activation=model_cfg.activation,
-            batch_norm=model_cfg.batch_norm,
-            dropout=model_cfg.dropout,
-            num_classes=num_classes,
+def family_of(model_cfg) -> str:
+    """The family's name, from its class: `cnnlab.models.cnn.CNN` -> 'cnn'."""
+    return str(model_cfg["_target_"]).rsplit(".", 1)[-1].lower()
+
+
+def network_class(model_cfg) -> type[Network]:
+    cls = target_of(model_cfg, "model")
+    if not (isinstance(cls, type) and issubclass(cls, Network)):
+        raise UserError(
+            f"model._target_ '{model_cfg['_target_']}' is not a cnnlab.models.Network subclass; derive the class from it."
         )
-    if family == "fastcnn":
-        return FastCNN(width=model_cfg.width, num_classes=num_classes)
-    raise ValueError(f"unknown model family {family!r}")
+    return cls
 
 
-def count_parameters(net: nn.Module) -> int:
+def check_model_config(model_cfg) -> None:
+    """Raise UserError, one sentence, if the network cannot be built from model_cfg."""
+    cls = network_class(model_cfg)
+    check_arguments(model_cfg, "model", supplied=("num_classes",))
+    try:
+        with torch.device("meta"):  # builds the layers without allocating their weights
+            cls(**arguments(model_cfg))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"Bad model config for {cls.__name__}: {one_line(e)}") from None
+
+
+def build_network(model_cfg, num_classes: int = 10) -> Network:
+    return network_class(model_cfg)(**arguments(model_cfg), num_classes=num_classes)
+
+
+def count_parameters(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
-
-
-def first_layer_weight(net: nn.Module):
-    """The first Linear or Conv2d weight: MLP templates (out, 3072) or CNN kernels (out, 3, k, k)."""
-    for m in net.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            return m.weight
-    raise ValueError("network has no Linear or Conv2d layer")

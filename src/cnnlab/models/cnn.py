@@ -1,23 +1,34 @@
-"""The lecture's CNN: convolution blocks (conv, activation, pooling) then fully connected layers.
+"""The lecture's CNN: convolution blocks (conv, activation, pooling) then a classifier head.
 
 Output size of a convolution or pooling along one axis, the lecture's formula:
     out = floor((in + 2 * padding - kernel) / stride) + 1
+
+The head is the lecture's (`flatten`: every position of the last feature map feeds the fully
+connected `hidden` layers) or `global_average`: each channel of the last feature map averaged
+over all positions first, so where in the image a feature fired no longer matters to the head.
 """
 
 from torch import nn
 
+from cnnlab.models.base import Network
 from cnnlab.models.common import activation as make_activation
-from cnnlab.models.common import dense_stack
+from cnnlab.models.common import check_dropout, choose, dense_stack
+
+PADDING_MODES = ("zeros", "replicate", "circular")
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None}
+HEADS = ("flatten", "global_average")
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-class CNN(nn.Module):
+class CNN(Network):
+    architecture = "convolutional"
+
     def __init__(
         self,
-        channels,
+        channels=(32, 64, 128),
         kernel_size=3,
         stride=1,
         padding=1,
@@ -25,6 +36,7 @@ class CNN(nn.Module):
         pool="max",
         pool_size=2,
         pool_stride=2,
+        head="flatten",
         hidden=(256,),
         activation="relu",
         batch_norm=False,
@@ -34,6 +46,12 @@ class CNN(nn.Module):
         image_size=32,
     ):
         super().__init__()
+        choose("padding_mode", padding_mode, PADDING_MODES)
+        choose("pool", pool, POOLS)
+        choose("head", head, HEADS)
+        check_dropout(dropout)
+        if not channels:
+            raise ValueError("'channels' lists no convolution block; give at least one, e.g. [32, 64].")
         blocks: list[nn.Module] = []
         size, c_in = image_size, in_channels
         for c_out in channels:
@@ -44,19 +62,25 @@ class CNN(nn.Module):
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(c_out))
             blocks.append(make_activation(activation))
-            if pool != "none":
-                pool_cls = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
-                blocks.append(pool_cls(pool_size, pool_stride))
+            if POOLS[pool] is not None:
+                blocks.append(POOLS[pool](pool_size, pool_stride))
                 size = conv_output_size(size, pool_size, pool_stride)
             if dropout > 0:
                 blocks.append(nn.Dropout2d(dropout))
             if size < 1:
-                raise ValueError(f"the feature map shrinks to nothing after {len(channels)} blocks; use fewer blocks or less pooling")
+                raise ValueError(
+                    f"the feature map shrinks to nothing after {len(channels)} blocks; use fewer blocks or less pooling"
+                )
             c_in = c_out
         self.features = nn.Sequential(*blocks)
-        sizes = [c_in * size * size, *hidden]
+        if head == "global_average":
+            pooled = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            sizes = [c_in, *hidden]
+        else:
+            pooled = [nn.Flatten()]
+            sizes = [c_in * size * size, *hidden]
         self.classifier = nn.Sequential(
-            nn.Flatten(),
+            *pooled,
             *dense_stack(sizes, activation, batch_norm, dropout),
             nn.Linear(sizes[-1], num_classes),
         )
@@ -64,4 +88,3 @@ class CNN(nn.Module):
 
     def forward(self, x):  # (B, 3, 32, 32) -> (B, classes)
         return self.classifier(self.features(x))
-

@@ -1,16 +1,30 @@
-"""Building blocks shared by the networks."""
+"""Building blocks shared by the networks, and the checks of their settings."""
 
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
 
 
+def choose(setting: str, value: str, allowed) -> str:
+    """value if it is one of allowed; else a ValueError that names the setting and the choices."""
+    if value not in allowed:
+        raise ValueError(f"Unknown value '{value}' for '{setting}'; valid choices: {', '.join(allowed)}.")
+    return value
+
+
+def check_dropout(p: float) -> float:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"'dropout' must be at least 0 and below 1, not {p}; it is the probability of zeroing a unit.")
+    return p
+
+
 def activation(name: str) -> nn.Module:
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[choose("activation", name, ACTIVATIONS)]()
 
 
 def dense_stack(sizes: list[int], act: str, batch_norm: bool, dropout: float) -> list[nn.Module]:
     """[Linear -> (BatchNorm1d) -> activation -> (Dropout)] for each consecutive pair in sizes."""
+    check_dropout(dropout)
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         # A bias before batch norm is cancelled by its mean subtraction: leave it out.

@@ -8,6 +8,8 @@ conv -> BN -> GELU, a global max pool and a linear head scaled down so early log
 import torch
 from torch import nn
 
+from cnnlab.models.base import Network
+
 WHITEN_KERNEL = 2
 
 
@@ -26,7 +28,9 @@ class ConvGroup(nn.Module):
         return self.act(self.bn2(self.conv2(x)))
 
 
-class FastCNN(nn.Module):
+class FastCNN(Network):
+    architecture = "convolutional"
+
     def __init__(self, width: int = 64, num_classes: int = 10):
         super().__init__()
         whiten_out = 2 * 3 * WHITEN_KERNEL**2  # each eigenvector and its negative
@@ -43,6 +47,10 @@ class FastCNN(nn.Module):
         )
         self.head = nn.Linear(widths[2], num_classes, bias=False)
         self.head_scale = 1 / 9
+
+    def fit_to_data(self, x_train: torch.Tensor) -> None:
+        # 5,000 images give a stable 12x12 patch covariance; more only cost time.
+        self.init_whitening(x_train[:5000])
 
     @torch.no_grad()
     def init_whitening(self, x: torch.Tensor, eps: float = 5e-4) -> None:

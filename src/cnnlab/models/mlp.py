@@ -2,11 +2,22 @@
 
 from torch import nn
 
+from cnnlab.models.base import Network
 from cnnlab.models.common import dense_stack
 
 
-class MLP(nn.Module):
-    def __init__(self, hidden, activation="relu", batch_norm=False, dropout=0.0, num_classes=10, in_features=3 * 32 * 32):
+class MLP(Network):
+    architecture = "dense"
+
+    def __init__(
+        self,
+        hidden: list[int] = (512, 256),
+        activation: str = "relu",
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        num_classes: int = 10,
+        in_features: int = 3 * 32 * 32,
+    ):
         super().__init__()
         sizes = [in_features, *hidden]
         self.net = nn.Sequential(

@@ -8,7 +8,6 @@ from torch import nn
 
 from cnnlab import filters
 from cnnlab.figures import confusion_figure, filter_grid, plt
-from cnnlab.models import first_layer_weight
 from cnnlab.report.networks import TrainedNet
 
 
@@ -50,25 +49,15 @@ def _grid(subfig, images: np.ndarray, cols: int, title: str) -> None:
 
 
 def filters_figure(nets: dict[str, TrainedNet]):
-    """MLP first-layer rows seen as 32x32 templates; CNN first-layer kernels (each scaled to [0, 1])."""
+    """Each network's first layer: dense rows seen as 32x32 templates, or its kernels (each scaled to [0, 1])."""
     parts = []
-    if "mlp" in nets:
-        parts.append(
-            (
-                filter_grid(first_layer_weight(nets["mlp"].net), 32),
-                16,
-                f"MLP {nets['mlp'].label}: first 32 templates (32x32x3)",
-            )
-        )
-    if "cnn" in nets:
-        w = first_layer_weight(nets["cnn"].net)
-        parts.append(
-            (
-                filter_grid(w, 64),
-                16,
-                f"CNN {nets['cnn'].label}: first-layer kernels ({w.shape[-2]}x{w.shape[-1]}x{w.shape[1]})",
-            )
-        )
+    for trained in nets.values():
+        net = trained.net
+        dense = isinstance(net.first_layer(), nn.Linear)
+        images = net.first_layer_images(32 if dense else 64)
+        shape = "x".join(map(str, (*images.shape[-2:], images.shape[1])))
+        what = f"first {len(images)} templates ({shape})" if dense else f"first-layer kernels ({shape})"
+        parts.append((filter_grid(images), 16, f"{trained.family.upper()} {trained.label}: {what}"))
     heights = [np.ceil(len(imgs) / cols) for imgs, cols, _ in parts]
     fig = plt.figure(figsize=(9, 0.62 * sum(heights) + 0.5 * len(parts)), dpi=100)
     subfigs = fig.subfigures(len(parts), 1, height_ratios=[h + 0.8 for h in heights], squeeze=False)[:, 0]

@@ -12,16 +12,14 @@ import numpy as np
 import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
-from torch import nn
 
 from cnnlab.batches import normalize
 from cnnlab.checkpoint import load_state_dict
-from cnnlab.models import build_network
+from cnnlab.errors import UserError
+from cnnlab.models import Network, build_network, family_of
 from cnnlab.report.runs import FINISHED, RunRecord
 
 log = logging.getLogger(__name__)
-
-CNN_FAMILIES = ("cnn", "fastcnn")  # the lecture's CNN first; the speed-record CNN if it is all there is
 
 
 @dataclass
@@ -29,9 +27,13 @@ class TrainedNet:
     variant: str
     seed: int
     run_id: str
-    net: nn.Module
+    net: Network
     cfg: object
     test_acc: float
+
+    @property
+    def family(self) -> str:
+        return family_of(self.cfg.model)
 
     @property
     def label(self) -> str:
@@ -82,18 +84,20 @@ def load_trained(client: MlflowClient, record: RunRecord) -> TrainedNet | None:
             return None
         cfg = OmegaConf.load(cfg_path)
         state = load_state_dict(ckpt_path)
-    net = build_network(cfg.model, num_classes=num_classes(state))
-    net.load_state_dict(state)
+    try:
+        net = build_network(cfg.model, num_classes=num_classes(state))
+        net.load_state_dict(state)
+    except (UserError, RuntimeError) as e:  # an older cnnlab's config, or weights of another shape
+        log.info("run %s: its network cannot be rebuilt (%s)", record.run_id, str(e).splitlines()[0])
+        return None
     net.eval()
     return TrainedNet(record.variant, record.seed, record.run_id, net, cfg, record.metric("test/acc"))
 
 
-def first_layer_params(net: nn.Module) -> int:
-    """Weights and bias of the first Linear or Conv2d: where the input's dimensionality bites."""
-    for m in net.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            return m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
-    raise ValueError("network has no Linear or Conv2d layer")
+def first_layer_params(net: Network) -> int:
+    """Weights and bias of the layer that sees the pixels: where the input's dimensionality bites."""
+    layer = net.first_layer()
+    return layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0)
 
 
 def first_layer_counts(client: MlflowClient, records: list[RunRecord]) -> dict[str, int]:
@@ -102,35 +106,34 @@ def first_layer_counts(client: MlflowClient, records: list[RunRecord]) -> dict[s
     for variant in dict.fromkeys(r.variant for r in records):
         run = next((r for r in records if r.variant == variant and r.state == FINISHED), None)
         cfg = load_config(client, run.run_id) if run else None
-        if cfg is not None:
-            counts[variant] = first_layer_params(build_network(cfg.model))
+        try:
+            if cfg is not None:
+                counts[variant] = first_layer_params(build_network(cfg.model))
+        except UserError as e:  # a config this version cannot build (say, from an older cnnlab)
+            log.info("run %s: no network from its config.yaml (%s)", run.run_id, e)
     return counts
 
 
 def best_records(records: list[RunRecord], table) -> dict[str, RunRecord]:
-    """The best MLP and the best CNN variant (mean test accuracy), each as its best seed's run."""
+    """Per architecture (dense, convolutional), the best variant by mean test accuracy, as its best seed's run."""
     best = {}
     ranked = table[table.n_runs > 0].sort_values("test_acc_mean", ascending=False)
-    for kind, families in (("mlp", ("mlp",)), ("cnn", CNN_FAMILIES)):
-        for family in families:
-            rows = ranked[ranked.model == family]
-            if len(rows):
-                variant = rows.iloc[0].variant
-                runs = [r for r in records if r.variant == variant and r.state == FINISHED]
-                best[kind] = max(
-                    runs, key=lambda r: -math.inf if math.isnan(r.metric("test/acc")) else r.metric("test/acc")
-                )
-                break
+    for architecture, rows in ranked.groupby("architecture", sort=False):
+        variant = rows.iloc[0].variant
+        runs = [r for r in records if r.variant == variant and r.state == FINISHED]
+        best[architecture] = max(
+            runs, key=lambda r: -math.inf if math.isnan(r.metric("test/acc")) else r.metric("test/acc")
+        )
     return best
 
 
 def load_best(client: MlflowClient, records: list[RunRecord], table) -> dict[str, TrainedNet]:
     nets = {}
-    for kind, record in best_records(records, table).items():
+    for architecture, record in best_records(records, table).items():
         trained = load_trained(client, record)
         if trained is not None:
-            nets[kind] = trained
-            log.info("best %s: %s, test acc %.4f", kind.upper(), trained.label, trained.test_acc)
+            nets[architecture] = trained
+            log.info("best %s network: %s, test acc %.4f", architecture, trained.label, trained.test_acc)
     return nets
 
 

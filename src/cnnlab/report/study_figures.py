@@ -12,25 +12,32 @@ from cnnlab.figures import plt
 from cnnlab.report.runs import FINISHED, RunRecord
 from cnnlab.report.summary import sample_std
 
-FAMILY_COLORS = {"mlp": "tab:blue", "cnn": "tab:orange", "fastcnn": "tab:green"}
+FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+LINE_STYLES = ("-", "--", ":", "-.")
 MODE_COLORS = {"zeros": "tab:blue", "replicate": "tab:green", "circular": "tab:purple"}
 MAX_LABELLED = 24  # beyond this many variants, names and legends crowd the plot out
 
 
-def baselines(table: pd.DataFrame) -> dict[str, str]:
-    """family -> its baseline variant (adds == 'baseline')."""
-    rows = table[table.adds.str.strip().str.lower() == "baseline"]
+def family_color(table: pd.DataFrame, family: str) -> str:
+    """Each family its own colour, in the order the study lists them."""
+    families = list(dict.fromkeys(table.model))
+    return FAMILY_COLORS[families.index(family) % len(FAMILY_COLORS)] if family in families else "tab:gray"
+
+
+def baselines(study, table: pd.DataFrame) -> dict[str, str]:
+    """family -> the variant the study marks as its baseline (`baseline: true`)."""
+    rows = table[table.variant.map(lambda v: study.variants[v].baseline)]
     return {r.model: r.variant for r in rows.itertuples()}
 
 
-def ablation_table(table: pd.DataFrame, records: list[RunRecord]) -> pd.DataFrame:
+def ablation_table(study, table: pd.DataFrame, records: list[RunRecord]) -> pd.DataFrame:
     """Change in test accuracy over the family's baseline, paired by seed (same seed, same start).
 
     Error: sample std of the per-seed differences; 0 for one shared seed.
     """
     acc = {(r.variant, r.seed): r.metric("test/acc") for r in records if r.state == FINISHED}
     rows = []
-    for family, base in baselines(table).items():
+    for family, base in baselines(study, table).items():
         for r in table[(table.model == family) & (table.variant != base)].itertuples():
             diffs = [acc[(r.variant, s)] - acc[(base, s)] for (v, s) in acc if v == r.variant and (base, s) in acc]
             rows.append(
@@ -38,15 +45,17 @@ def ablation_table(table: pd.DataFrame, records: list[RunRecord]) -> pd.DataFram
                     "model": family,
                     "variant": r.variant,
                     "adds": r.adds,
+                    "combined": study.variants[r.variant].combined,
                     "delta_mean": float(np.mean(diffs)) if diffs else math.nan,
                     "delta_std": sample_std(diffs) if diffs else math.nan,
                     "n_pairs": len(diffs),
                 }
             )
-    return pd.DataFrame(rows, columns=["model", "variant", "adds", "delta_mean", "delta_std", "n_pairs"])
+    columns = ["model", "variant", "adds", "combined", "delta_mean", "delta_std", "n_pairs"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def ablation_figure(ablation: pd.DataFrame):
+def ablation_figure(ablation: pd.DataFrame, table: pd.DataFrame):
     families = list(dict.fromkeys(ablation.model)) or ["(none)"]
     height = max(2.5, 0.35 * ablation.groupby("model").size().max() + 1.2) if len(ablation) else 2.5
     fig, axes = plt.subplots(
@@ -55,8 +64,7 @@ def ablation_figure(ablation: pd.DataFrame):
     for ax, family in zip(axes[0], families, strict=False):
         rows = ablation[ablation.model == family]
         y = np.arange(len(rows))[::-1]
-        together = rows.adds.str.lower().str.contains("all")
-        colors = ["tab:red" if t else FAMILY_COLORS.get(family, "tab:gray") for t in together]
+        colors = ["tab:red" if combined else family_color(table, family) for combined in rows.combined]
         ax.barh(y, 100 * rows.delta_mean.fillna(0), xerr=100 * rows.delta_std.fillna(0), color=colors, capsize=3)
         ax.set_yticks(y, [f"{a}{'' if n else ' (no data)'}" for a, n in zip(rows.adds, rows.n_pairs, strict=False)])
         ax.axvline(0, color="black", lw=0.8)
@@ -124,7 +132,7 @@ def params_figure(table: pd.DataFrame):
             yerr=100 * rows.test_acc_std,
             fmt="o",
             capsize=3,
-            color=FAMILY_COLORS.get(family, "tab:gray"),
+            color=family_color(table, family),
             label=family.upper(),
         )
         if len(done) <= MAX_LABELLED:
@@ -148,8 +156,9 @@ def params_figure(table: pd.DataFrame):
 
 
 def sensitivity_figure(tables: dict, labels: dict[str, str]):
+    """tables: network -> sensitivity.evaluate's table; each network drawn in its own line style."""
     fig, (ax_shift, ax_scale) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
-    styles = {"mlp": "-", "cnn": "--"}
+    styles = {kind: LINE_STYLES[i % len(LINE_STYLES)] for i, kind in enumerate(tables)}
     for kind, table in tables.items():
         shift = table[table["transform"] == "shift"]
         for mode, rows in shift.groupby("mode", sort=False):
@@ -172,6 +181,6 @@ def sensitivity_figure(tables: dict, labels: dict[str, str]):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.suptitle("Problema 2: solid = MLP, dashed = CNN", fontsize=9)
+    fig.suptitle("Problema 2: " + ", ".join(f"{styles[k]} {labels[k]}" for k in tables), fontsize=9)
     fig.tight_layout()
     return fig

@@ -18,6 +18,7 @@ from cnnlab.study import Study
 COLUMNS = [
     "variant",
     "model",
+    "architecture",
     "adds",
     "n_seeds",
     "n_runs",
@@ -46,16 +47,16 @@ def mean(values) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def variant_family(study: Study, variant: str, records: list[RunRecord]) -> str:
-    """The model family: from a run's tag, else the last `model=` override (the config's default: mlp)."""
-    for r in records:
-        if r.tags.get("model"):
-            return r.tags["model"]
-    chosen = "mlp"  # conf/config.yaml's default
-    for override in (*study.overrides, *study.variants[variant].overrides):
-        if override.startswith("model="):
-            chosen = override.split("=", 1)[1]
-    return chosen
+def variant_models(study: Study, conf_dir) -> dict[str, tuple[str, str]]:
+    """variant -> (family, architecture), from its composed config: known before any run exists."""
+    from cnnlab.models import family_of, network_class
+    from cnnlab.study import compose_config
+
+    models = {}
+    for variant in study.variants:
+        model = compose_config(study=study.name, variant=variant, conf_dir=conf_dir).model
+        models[variant] = (family_of(model), network_class(model).architecture)
+    return models
 
 
 def images_per_sec(record: RunRecord) -> float:
@@ -71,7 +72,9 @@ def status_of(n_ok: int, n_failed: int, n_seeds: int) -> str:
     return "partial"
 
 
-def summarize(study: Study, records: list[RunRecord], first_layer: dict[str, int] | None = None) -> pd.DataFrame:
+def summarize(study: Study, records: list[RunRecord], models: dict[str, tuple[str, str]],
+              first_layer: dict[str, int] | None = None) -> pd.DataFrame:
+    """models: variant -> (family, architecture), see variant_models."""
     first_layer = first_layer or {}
     rows = []
     for variant, spec in study.variants.items():
@@ -83,7 +86,8 @@ def summarize(study: Study, records: list[RunRecord], first_layer: dict[str, int
         rows.append(
             {
                 "variant": variant,
-                "model": variant_family(study, variant, runs),
+                "model": models[variant][0],
+                "architecture": models[variant][1],
                 "adds": spec.adds or variant,
                 "n_seeds": len(runs),
                 "n_runs": len(ok),

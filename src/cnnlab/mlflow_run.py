@@ -1,0 +1,102 @@
+"""The MLflow run of one training job: opened (or resumed), tagged, finished or marked failed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from mlflow.entities import Metric
+from omegaconf import OmegaConf
+
+from cnnlab import tracking
+from cnnlab.atomic import write_text
+from cnnlab.models import Network, family_of
+from cnnlab.provenance import device_name, git_state, versions
+from cnnlab.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+# result.json key -> MLflow metric name of the final numbers
+FINAL_METRICS = {
+    "test_acc": "test/acc",
+    "test_loss": "test/loss",
+    "best_val_acc": "best_val_acc",
+    "epochs": "epochs",
+    "params": "params",
+    "job_seconds": "job_seconds",
+    "startup_seconds": "startup_seconds",
+}
+
+
+def run_tags(cfg, net: Network, stats: dict, fp: str, adds: str) -> dict:
+    commit, dirty = git_state()
+    return {
+        "cnnlab.kind": "train",
+        "study": cfg.run.study,
+        "variant": cfg.run.variant,
+        "seed": cfg.seed,
+        "model": family_of(cfg.model),
+        "architecture": net.architecture,
+        "adds": adds,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "data_md5": stats.get("archive_md5", ""),
+        "zscore_mean": json.dumps([round(v, 6) for v in stats["mean"]]),
+        "zscore_std": json.dumps([round(v, 6) for v in stats["std"]]),
+        "normalize": cfg.data.normalize,
+        "config_fingerprint": fp,
+        **versions(),
+    }
+
+
+class TrainingRun:
+    """One training job's MLflow run: its id is kept in the run folder, so a resumed job continues it."""
+
+    def __init__(self, cfg, run_dir: RunDir, fp: str, tags: dict, resuming: bool):
+        uri = tracking.resolve_uri(cfg.tracking.uri)
+        self.client = tracking.connect(uri, cfg.tracking.timeout_s)
+        experiment = cfg.tracking.experiment or cfg.run.study
+        local_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" if uri.startswith("sqlite:") else None
+        exp_id = tracking.ensure_experiment(self.client, experiment, local_root)
+        state = run_dir.state()
+        previous = state.get("mlflow_run_id") if resuming and state.get("tracking_uri") == uri else None
+        params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+        name = f"{cfg.run.variant}-seed{cfg.seed}"
+        self.run_id, self.last_step = tracking.start_or_resume_run(self.client, exp_id, previous, name, params, tags)
+        on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
+        tracking.set_tags(self.client, self.run_id, {"device": device_name(torch.device("cuda" if on_gpu else "cpu"))})
+        write_text(run_dir.config_file, OmegaConf.to_yaml(cfg))
+        if self.last_step < 0:
+            self.client.log_artifact(self.run_id, str(run_dir.config_file))
+        run_dir.save_state(fingerprint=fp, mlflow_run_id=self.run_id, tracking_uri=uri, experiment_id=exp_id)
+
+    def callback(self) -> tracking.MlflowTracker:
+        return tracking.MlflowTracker(self.client, self.run_id, self.last_step)
+
+    def log_parameter_count(self, n_params: int) -> None:
+        if self.last_step < 0:
+            tracking.with_retry(self.client.log_metric, self.run_id, "params", n_params, step=0)
+
+    def finish(self, run_dir: RunDir, result: dict) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(result[key]), now, 0) for key, name in FINAL_METRICS.items()
+                   if result.get(key) is not None]
+        tracking.with_retry(self.client.log_batch, self.run_id, metrics=metrics)
+        for f in sorted(run_dir.artifacts.iterdir()):
+            self.client.log_artifact(self.run_id, str(f))
+        best = run_dir.checkpoints / "best.ckpt"
+        if best.is_file():
+            self.client.log_artifact(self.run_id, str(best), "checkpoints")
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, error: BaseException) -> None:
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        try:
+            tracking.set_tags(self.client, self.run_id, {"error": f"{type(error).__name__}: {message}"[:4000]})
+            self.client.set_terminated(self.run_id, status)
+        except Exception as e:  # the store itself may be what failed; the original error matters more
+            log.warning("could not mark MLflow run %s as %s: %s", self.run_id, status, e)

@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tracking.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/tuning.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -23,7 +24,15 @@ rule all:
     input:
         rules.build_report.output.html.format(study=STUDY.name),
         rules.build_report.output.summary.format(study=STUDY.name),
+        # A sweep study's point: the rates it chooses.
+        [LEARNING_RATES.format(study=STUDY.name)] if STUDY.sweep_key else [],
     default_target: True
+
+
+onstart:
+    # Before any job: how many training jobs, and for about how long on this machine.
+    if workflow.local_exec:
+        announce_training_jobs()
 
 
 onerror:

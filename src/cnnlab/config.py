@@ -23,6 +23,7 @@ class RunInfo:
     study: str = "adhoc"
     variant: str = "adhoc"
     dir: str = "results/adhoc/runs/adhoc/seed0"
+    learning_rates: str = ""  # a sweep's chosen rates (JSON, see cnnlab.tuning); empty: the config's own
 
 
 @dataclass
@@ -31,6 +32,7 @@ class DataConfig:
     normalize: str = "unit"  # unit: pixels / 255; zscore: per-channel (x - mean) / std of the training split
     train_images: int = 0  # use only the first N shuffled training images per epoch (0 = all)
     device_resident: bool = True  # keep the whole data set on the training device
+    train_probe_images: int = 2000  # training images scored in eval mode each epoch (train/validation gap)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class TrainerConfig:
     compile: bool = False
     threads: int = 0  # torch threads on the CPU (0 = as the environment says)
     nan_check_every: int = 50  # optimizer steps between checks that the loss is finite
+    if_loss_diverges: str = "fail"  # fail: the job fails; record: it ends with a DIVERGED result (sweeps)
     # Lightning's own flags, passed as they are (see pytorch_lightning.Trainer).
     gradient_clip_val: float = 0.0  # 0: no clipping
     accumulate_grad_batches: int = 1
@@ -107,6 +110,7 @@ CHOICES = {
     "augment.padding_mode": ("zeros", "replicate", "circular"),
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"),
     "trainer.channels_last": ("auto", "true", "false"),
+    "trainer.if_loss_diverges": ("fail", "record"),
 }
 
 # Counts that must be at least 1 (the schema already makes them integers).

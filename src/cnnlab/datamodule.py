@@ -57,5 +57,14 @@ class ArrayDataModule(pl.LightningDataModule):
     def val_dataloader(self):
         return EvalBatches(*self.arrays["val"], self.cfg.trainer.eval_batch_size, self.channels_last)
 
+    def train_probe(self) -> EvalBatches | None:
+        """The first data.train_probe_images training images, unaugmented: the run's accuracy on what it
+        trains on, measured the way validation is (eval mode), so the train/validation gap is fair."""
+        n = self.cfg.data.train_probe_images
+        if n <= 0:
+            return None
+        x, y = self.arrays["train"]
+        return EvalBatches(x[:n], y[:n], self.cfg.trainer.eval_batch_size, self.channels_last)
+
     def test_dataloader(self):
         return EvalBatches(*self.arrays["test"], self.cfg.trainer.eval_batch_size, self.channels_last)

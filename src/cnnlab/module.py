@@ -23,6 +23,8 @@ from cnnlab.regularization import l1_penalty, l2_penalty, penalized_weights
 
 log = logging.getLogger(__name__)
 
+NEAR_ZERO = 1e-3  # |w| below this counts as a pruned weight in weights/first_layer_near_zero
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
@@ -49,6 +51,7 @@ class Classifier(pl.LightningModule):
         self._stretch_start: float | None = None
         self._epoch_train_seconds = 0.0
         self._last_val: dict | None = None
+        self._epoch_start_weights: list[torch.Tensor] | None = None
         self.epoch_lr = float("nan")
         self._summary_epoch: int | None = None
         self.fit_to_data_from = None  # a datamodule whose training images set data-derived weights
@@ -109,6 +112,7 @@ class Classifier(pl.LightningModule):
         self._reset("train")
         self._step_in_epoch = 0
         self._last_val = None
+        self._epoch_start_weights = [p.detach().clone() for p in self._trainable()]
         self.epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self._epoch_train_seconds = 0.0
         self._stretch_start = time.perf_counter()
@@ -177,7 +181,20 @@ class Classifier(pl.LightningModule):
         self.log("val/acc", val["acc"], prog_bar=True)
         self.log("val/loss", val["loss"])
         if not self.trainer.sanity_checking:
-            self._last_val = val
+            self._last_val = {**val, **self._probe_training_images()}
+
+    @torch.no_grad()
+    def _probe_training_images(self) -> dict[str, torch.Tensor]:
+        """Loss and accuracy on a fixed set of training images, in eval mode like validation."""
+        probe = self.trainer.datamodule.train_probe() if self.trainer.datamodule is not None else None
+        if probe is None:
+            return {}
+        self._reset("probe")
+        for x, y in probe:
+            logits = self.net(x)
+            self._accumulate("probe", F.cross_entropy(logits, y), logits, y)
+        means = self._means("probe")
+        return {"probe_loss": means["loss"], "probe_acc": means["acc"]}
 
     def epoch_summary(self) -> dict[str, float]:
         """The epoch's metrics: training over all its batches, the latest validation. Computed once an
@@ -193,10 +210,15 @@ class Classifier(pl.LightningModule):
             train_sums = self.trainer.strategy.reduce(train_sums, reduce_op="sum")
         loss_sum, correct, l1_sum, l2_sum, n = train_sums.unbind()
         n_all = n.clamp(min=1)
-        val = self._last_val or {"loss": torch.full((), float("nan")), "acc": torch.full((), float("nan"))}
-        values = torch.stack([loss_sum / n_all, correct / n_all, l1_sum / n_all, l2_sum / n_all,
-                              val["loss"].to(n.device), val["acc"].to(n.device), n])
-        t_loss, t_acc, l1, l2, v_loss, v_acc, n = values.tolist()  # the epoch's one host sync
+        nan = torch.full((), float("nan"))
+        val = self._last_val or {}
+        weights = self._weight_statistics()
+        values = torch.stack([
+            loss_sum / n_all, correct / n_all, l1_sum / n_all, l2_sum / n_all, n,
+            *(val.get(k, nan).to(n.device) for k in ("loss", "acc", "probe_loss", "probe_acc")),
+            *(w.to(n.device) for w in weights.values()),
+        ])
+        t_loss, t_acc, l1, l2, n, v_loss, v_acc, p_loss, p_acc, *w = values.tolist()  # the epoch's one host sync
         seconds = self._epoch_train_seconds
         self.epoch_metrics = {
             "train/loss": t_loss,
@@ -209,6 +231,8 @@ class Classifier(pl.LightningModule):
             "epoch_seconds": seconds,
             "train/images": n,
             "train/images_per_sec": n / seconds if seconds > 0 else float("nan"),
+            **({"train_probe/loss": p_loss, "train_probe/acc": p_acc} if "probe_acc" in val else {}),
+            **dict(zip(weights, w, strict=True)),
         }
         self._summary_epoch = self.current_epoch
         if self.trainer.is_global_zero:
@@ -220,6 +244,24 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.epoch_summary()
+
+    @torch.no_grad()
+    def _weight_statistics(self) -> dict[str, torch.Tensor]:
+        """What L1, L2 and the optimizer do to the weights: their norm, the share of near-zero weights in
+        the first layer, and how far the epoch moved them (all on the device, read with the epoch's sums)."""
+        first = self.net.first_layer().weight
+        start = self._epoch_start_weights
+        moved = torch.full((), float("nan"), device=first.device) if start is None else torch.stack(
+            [(p - p0).pow(2).sum() for p, p0 in zip(self._trainable(), start, strict=True)]
+        ).sum().sqrt()
+        return {
+            "weights/norm": torch.stack([w.pow(2).sum() for w in self.weights]).sum().sqrt(),
+            "weights/first_layer_near_zero": (first.abs() < NEAR_ZERO).float().mean(),
+            "weights/update_norm": moved,
+        }
+
+    def _trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.net.parameters() if p.requires_grad]
 
     # -- test ----------------------------------------------------------------------------------
     def on_test_start(self) -> None:

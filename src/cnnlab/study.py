@@ -31,6 +31,8 @@ class Variant:
     baseline: bool = False  # the family's baseline: every other variant of the family is compared with it
     combined: bool = False  # all of the family's optimizations together
     optimization: str = ""  # the one optimization it adds, for the report's claims (e.g. zscore, dropout)
+    sweep_of: str = ""  # in a sweep study: the variant this point of the sweep varies
+    sweep_value: object = None  # ... and the value it tries
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Study:
     variants: dict[str, Variant]
     report: dict
     extends: tuple[str, ...] = ()  # the studies this one builds on, nearest first
+    tune_lr: str | None = None  # the sweep study whose chosen learning rates this study's runs take
+    sweep_key: str | None = None  # in a sweep study: the setting it varies (e.g. optimizer.lr)
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -70,7 +74,9 @@ def available_studies(conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (Path(conf_dir) / "study").glob("*.yaml"))
 
 
-STUDY_KEYS = ("extends", "description", "seeds", "overrides", "model_overrides", "variants", "report")
+STUDY_KEYS = (
+    "extends", "description", "seeds", "overrides", "model_overrides", "variants", "report", "tune_lr", "sweep",
+)
 VARIANT_KEYS = ("adds", "overrides", "baseline", "combined", "optimization")
 
 
@@ -115,7 +121,8 @@ def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Pat
         raise UserError(f"Study file {path}: 'extends' must name one study, e.g. extends: lecture.")
     _, parent, ancestors = _merged(parent_name, conf_dir, (*chain, name))
     merged = dict(parent)
-    for key in ("description", "seeds"):
+    merged.pop("sweep", None)  # a sweep's points are its own, never a child's
+    for key in ("description", "seeds", "tune_lr", "sweep"):
         if key in raw:
             merged[key] = raw[key]
     merged["overrides"] = [*(parent.get("overrides") or []), *(raw.get("overrides") or [])]
@@ -134,9 +141,43 @@ def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Pat
     return path, merged, (parent_name, *ancestors)
 
 
+def _sweep_points(raw: dict, path: Path) -> dict:
+    """A sweep study's variants: each listed variant of its parent once per value of the swept setting.
+
+    sweep: {key: optimizer.lr, values: [0.01, 0.1], variants: [mlp_baseline], overrides: [...]} gives
+    the variants mlp_baseline_lr_0_01 and mlp_baseline_lr_0_1, each the parent's variant, then the
+    sweep's overrides (its budget), then `key=value`.
+    """
+    sweep = raw["sweep"]
+    if not (isinstance(sweep, dict) and isinstance(sweep.get("key"), str) and isinstance(sweep.get("values"), list)
+            and sweep["values"] and isinstance(sweep.get("variants"), list) and sweep["variants"]):
+        raise UserError(
+            f"Study file {path}: 'sweep' needs key (a setting), values (a list) and variants (a list), "
+            "e.g. {key: optimizer.lr, values: [0.01, 0.1], variants: [mlp_baseline]}."
+        )
+    parent = raw.get("variants") or {}
+    points = {}
+    for base in sweep["variants"]:
+        if base not in parent:
+            raise UserError(f"Study file {path}: sweep variant '{base}' is not a variant of the study it extends.")
+        for value in sweep["values"]:
+            label = str(value).replace(".", "_").replace("-", "m").replace("+", "")
+            points[f"{base}_{sweep['key'].rsplit('.', 1)[-1]}_{label}"] = {
+                "adds": f"{sweep['key']}={value}",
+                # The sweep's own overrides (its budget) come after the model's, so they win.
+                "overrides": [*(parent[base] or {}).get("overrides", []), *_override_list(
+                    sweep.get("overrides", []), path, "sweep.overrides"), f"{sweep['key']}={value}"],
+                "sweep_of": base,
+                "sweep_value": value,
+            }
+    return points
+
+
 def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
     """Read and check `conf/study/<name>.yaml`, with the studies it extends."""
     path, raw, extends = _merged(name, Path(conf_dir))
+    if raw.get("sweep") is not None:
+        raw = {**raw, "variants": _sweep_points(raw, path), "tune_lr": None}
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise UserError(f"Study file {path}: 'seeds' must be a list of non-negative integers.")
@@ -147,7 +188,7 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
             raise UserError(
                 f"Study file {path}: variant name '{vname}' must use only ASCII letters, digits and '_'."
             )
-        if not isinstance(spec, dict) or set(spec) - set(VARIANT_KEYS):
+        if not isinstance(spec, dict) or set(spec) - {*VARIANT_KEYS, "sweep_of", "sweep_value"}:
             raise UserError(
                 f"Study file {path}: variant '{vname}' must be a mapping with the keys {', '.join(VARIANT_KEYS)}."
             )
@@ -161,6 +202,8 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
             baseline=spec.get("baseline", False),
             combined=spec.get("combined", False),
             optimization=str(spec.get("optimization", "")),
+            sweep_of=str(spec.get("sweep_of", "")),
+            sweep_value=spec.get("sweep_value"),
         )
     if not variants:
         raise UserError(f"Study file {path} lists no variants; add at least one under 'variants'.")
@@ -176,9 +219,18 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
         variants=variants,
         report=dict(raw.get("report") or {}),
         extends=extends,
+        tune_lr=_tune_lr(raw, path, name),
+        sweep_key=(raw.get("sweep") or {}).get("key"),
     )
     _check_one_baseline_per_model(study, path)
     return study
+
+
+def _tune_lr(raw: dict, path: Path, name: str) -> str | None:
+    tune = raw.get("tune_lr")
+    if tune is not None and (not isinstance(tune, str) or tune == name):
+        raise UserError(f"Study file {path}: 'tune_lr' must name another study, a learning-rate sweep.")
+    return tune
 
 
 def _check_one_baseline_per_model(study: Study, path: Path) -> None:
@@ -223,6 +275,12 @@ def compose_config(
     all_overrides += list(overrides)
     try:
         cfg = _compose(all_overrides, conf_dir)
+        if cfg.run.learning_rates:
+            from cnnlab.tuning import read_learning_rates, tuned_override
+
+            extra = tuned_override(cfg, read_learning_rates(cfg.run.learning_rates), all_overrides)
+            if extra is not None:
+                cfg = _compose([*all_overrides, extra], conf_dir)
     except MissingConfigException as e:
         raise UserError(_one_line(str(e))) from None
     except (ConfigCompositionException, ConfigAttributeError, ConfigKeyError, ValidationError) as e:

@@ -160,13 +160,16 @@ def start_or_resume_run(client, experiment_id: str, run_id: str | None, name: st
     """Continue run_id when the store still has it, else start a new run; return (run_id, last step)."""
     if run_id:
         try:
-            run = client.get_run(run_id)
+            run = with_retry(client.get_run, run_id)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise  # a store that fails is not a store without the run: never start a second one
+            log.warning("MLflow run %s is gone from the store; starting a new run", run_id)
+        else:
             if run.info.experiment_id == experiment_id:
                 if run.info.status != "RUNNING":
-                    client.update_run(run_id, status="RUNNING")
-                return run_id, last_logged_step(client, run_id)
-        except MlflowException:
-            log.warning("MLflow run %s is gone from the store; starting a new run", run_id)
+                    with_retry(client.update_run, run_id, status="RUNNING")
+                return run_id, with_retry(last_logged_step, client, run_id)
     run = with_retry(client.create_run, experiment_id, run_name=name, tags=safe_items(tags))
     params = safe_items(params)
     items = list(params.items())

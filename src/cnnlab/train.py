@@ -77,6 +77,18 @@ def train(cfg: DictConfig) -> dict:
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=best.best_model_path, verbose=False)[0]
+    except NonFiniteLossError as e:
+        if run is not None:
+            run.fail(e)
+        if cfg.trainer.if_loss_diverges != "record":
+            raise
+        # A sweep keeps going: a rate that makes the loss diverge is one of its answers.
+        log.warning("%s", e)
+        result = {"status": "DIVERGED", "study": cfg.run.study, "variant": cfg.run.variant, "seed": cfg.seed,
+                  "model": family_of(cfg.model), "mlflow_run_id": run.run_id if run else None,
+                  "test_acc": float("nan"), "best_val_acc": float("nan"), "error": str(e)}
+        run_dir.save_result(result)
+        return result
     except BaseException as e:
         if run is not None:
             run.fail(e)

@@ -21,10 +21,18 @@ PYTHON = sys.executable
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)
+    # The studies whose runs this workflow may train: the study, and the sweep it takes its
+    # learning rates from (tune_lr).
+    STUDIES = {STUDY.name: STUDY}
+    if STUDY.tune_lr:
+        STUDIES[STUDY.tune_lr] = load_study(STUDY.tune_lr, CONF_DIR)
     # Compose every variant now, so a bad override stops the workflow before any job starts; its
     # fingerprint is a parameter of its training jobs, so an edit to conf/ re-runs exactly those.
+    # (A rate chosen by the sweep is not in it: the chosen rates file is an input of those jobs.)
     FINGERPRINTS = {
-        v: fingerprint(compose_config(study=STUDY.name, variant=v, conf_dir=CONF_DIR)) for v in STUDY.variants
+        (s.name, v): fingerprint(compose_config(study=s.name, variant=v, conf_dir=CONF_DIR))
+        for s in STUDIES.values()
+        for v in s.variants
     }
     # The report's figures, built-in and the study's own (report.modules): each one is an output.
     FIGURES = report_figures(STUDY)
@@ -64,15 +72,37 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+LEARNING_RATES = "results/{study}/learning_rates.json"
+
+
 def variant_fingerprint(wildcards):
-    return FINGERPRINTS[wildcards.variant]
+    return FINGERPRINTS[(wildcards.study, wildcards.variant)]
 
 
 def study_results(wildcards):
     """Every training result of the study: one per (variant, seed)."""
-    return expand(
-        RUN_DIR + "/result.json",
-        study=wildcards.study,
-        variant=list(STUDY.variants),
-        seed=STUDY.seeds,
-    )
+    study = STUDIES[wildcards.study]
+    return expand(RUN_DIR + "/result.json", study=study.name, variant=list(study.variants), seed=study.seeds)
+
+
+def learning_rates(wildcards):
+    """The rates a study's sweep chose, for the runs of a study that takes them (tune_lr)."""
+    sweep = STUDIES[wildcards.study].tune_lr
+    return [LEARNING_RATES.format(study=sweep)] if sweep else []
+
+
+def announce_training_jobs():
+    """Print the training jobs still to run and an estimate of their wall time (cnnlab.estimate)."""
+    from cnnlab.estimate import announce
+
+    pending = [
+        (s.name, v, seed)
+        for s in STUDIES.values()
+        for v in s.variants
+        for seed in s.seeds
+        if not Path(RUN_DIR.format(study=s.name, variant=v, seed=seed), "result.json").exists()
+    ]
+    if pending:
+        gpus = workflow.global_resources.get("gpu", 0) if "gpu" in workflow.global_resources else 0
+        n_eval = config["val_size"]
+        announce(pending, CONF_DIR, gpus or workflow.cores, gpus, config["train_records"] - n_eval, n_eval)

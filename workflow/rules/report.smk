@@ -24,6 +24,7 @@ rule build_report:
         html=report(f"{REPORT_DIR}/report.html", caption="../report/report.rst", category="Report"),
         summary=report(f"{REPORT_DIR}/summary.csv", caption="../report/summary.rst", category="Report"),
         markdown=f"{REPORT_DIR}/summary.md",
+        claims=report(f"{REPORT_DIR}/claims.csv", caption="../report/claims.rst", category="Report"),
         **REPORT_FIGURES,
     params:
         uri=TRACKING_URI,

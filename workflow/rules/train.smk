@@ -5,6 +5,7 @@ rule train_variant:
         arrays=rules.prepare_data.output.arrays,
         stats=rules.prepare_data.output.stats,
         tracking=rules.init_tracking.output.info,
+        learning_rates=learning_rates,
     output:
         result=RUN_DIR + "/result.json",
     params:
@@ -25,5 +26,6 @@ rule train_variant:
         "OMP_NUM_THREADS={threads} {PYTHON} -m cnnlab.train --config-dir {params.conf_dir}"
         " study={wildcards.study} variant={wildcards.variant} seed={wildcards.seed}"
         " run.dir={params.run_dir} data.arrays={input.arrays} tracking.uri='{params.uri}'"
+        " run.learning_rates='{input.learning_rates}'"
         " trainer.threads={threads} trainer.progress_bar=false"
         " > {log} 2>&1"

@@ -19,6 +19,7 @@ from cnnlab.report import network_figures, networks, registry
 from cnnlab.report.context import ReportContext
 from cnnlab.report.page import render_page
 from cnnlab.report.runs import collect_runs, experiment_id
+from cnnlab.report.sections.claims import claims_table
 from cnnlab.report.summary import runs_table, summarize, to_markdown, variant_models
 from cnnlab.study import load_study
 
@@ -83,10 +84,12 @@ def build_report(tracking_uri: str, study_name: str, conf_dir, arrays_path, out_
         )
         draw_figures(ctx)
         html = render_page(ctx)
+        claims = claims_table(ctx)
 
     write_text(out / "summary.csv", table.to_csv(index=False))
     write_text(out / "summary.md", to_markdown(table, f"Study '{study.name}': summary"))
     write_text(out / "runs.csv", runs_table(records).to_csv(index=False))
+    write_text(out / "claims.csv", claims.to_csv(index=False))
     write_text(out / "report.html", html)
     run_id = _log_report_run(client, study.name, out, table)
     seconds = time.perf_counter() - t0
@@ -95,6 +98,7 @@ def build_report(tracking_uri: str, study_name: str, conf_dir, arrays_path, out_
         "html": str(out / "report.html"),
         "summary": str(out / "summary.csv"),
         "markdown": str(out / "summary.md"),
+        "claims": str(out / "claims.csv"),
         "figures": {fig.name: str(out / f"{fig.name}.png") for fig in registry.figures(study)},
         "unavailable": dict(ctx.notes),
         "mlflow_run_id": run_id,

@@ -119,12 +119,14 @@ def collect_runs(client: MlflowClient, study: Study, with_history: bool = True) 
     return records
 
 
-def fetch_histories(client: MlflowClient, records: list[RunRecord], threads: int = 4) -> None:
-    """Fill each record's per-epoch history; a few threads overlap the store's round trips."""
+def fetch_histories(client: MlflowClient, records: list[RunRecord], threads: int = 4,
+                    keys: tuple[str, ...] = HISTORY_KEYS) -> None:
+    """Fill each record's per-epoch history of keys (those not fetched yet); a few threads overlap the
+    store's round trips."""
 
     def one(record: RunRecord) -> None:
-        for key in HISTORY_KEYS:
-            if key not in record.metrics:
+        for key in keys:
+            if key not in record.metrics or key in record.history:
                 continue
             points = {m.step: m.value for m in client.get_metric_history(record.run_id, key)}
             record.history[key] = sorted(points.items())

@@ -59,6 +59,12 @@ def evaluate(trained: TrainedNet, x: torch.Tensor, y: torch.Tensor, stats: dict)
     return table
 
 
+def mean_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The mean over several networks' tables (say, one per seed), row by row."""
+    keys = ["transform", "mode", "amount"]
+    return pd.concat(tables).groupby(keys, sort=False, as_index=False)[["acc", "drop", "relative_drop"]].mean()
+
+
 def mean_relative_drop(table: pd.DataFrame, transform: str) -> float:
     rows = table[table["transform"] == transform]
     identity = 0.0 if transform == "shift" else 1.0

@@ -156,27 +156,23 @@ def params_figure(table: pd.DataFrame):
 
 
 def sensitivity_figure(tables: dict, labels: dict[str, str]):
-    """tables: network -> sensitivity.evaluate's table; each network drawn in its own line style."""
+    """tables: network -> sensitivity table; accuracy kept (relative to its untouched images), one line style each."""
     fig, (ax_shift, ax_scale) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     styles = {kind: LINE_STYLES[i % len(LINE_STYLES)] for i, kind in enumerate(tables)}
     for kind, table in tables.items():
-        shift = table[table["transform"] == "shift"]
-        for mode, rows in shift.groupby("mode", sort=False):
-            ax_shift.plot(
-                rows.amount,
-                100 * rows.acc,
-                styles[kind],
-                marker="o",
-                ms=3,
-                color=MODE_COLORS[mode],
-                label=f"{labels[kind]}, {mode}",
-            )
-        scale = table[table["transform"] == "scale"]
-        ax_scale.plot(scale.amount, 100 * scale.acc, styles[kind], marker="o", ms=3, color="black", label=labels[kind])
+        kept = 100 * (1 - table.relative_drop)
+        shift = table["transform"] == "shift"
+        for mode in dict.fromkeys(table[shift]["mode"]):
+            rows = shift & (table["mode"] == mode)
+            ax_shift.plot(table[rows].amount, kept[rows], styles[kind], marker="o", ms=3, color=MODE_COLORS[mode],
+                          label=f"{labels[kind]}, {mode}")
+        scale = table["transform"] == "scale"
+        ax_scale.plot(table[scale].amount, kept[scale], styles[kind], marker="o", ms=3, color="black",
+                      label=labels[kind])
     ax_shift.set_xlabel("shift (pixels)")
     ax_scale.set_xlabel("scale factor (zero-filled border)")
-    for ax, title in ((ax_shift, "accuracy against shift"), (ax_scale, "accuracy against scale")):
-        ax.set_ylabel("test accuracy (%)")
+    for ax, title in ((ax_shift, "accuracy kept under shifts"), (ax_scale, "accuracy kept under rescaling")):
+        ax.set_ylabel("accuracy kept (% of untouched)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if ax.lines:

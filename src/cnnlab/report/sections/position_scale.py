@@ -1,7 +1,20 @@
-"""Problema 2: how test accuracy falls when the objects move or change size."""
+"""Problema 2: how test accuracy falls when the objects move or change size.
 
-from cnnlab.report import html, sensitivity, study_figures
+Measured on networks trained without shift augmentation (a network that saw shifted images in
+training would show what the augmentation taught it, not what its layers do): the variants the
+study lists under `report.sensitivity`, or else the best such variant of each architecture. Every
+finished seed of each is evaluated, and each network's accuracy is taken relative to its own
+accuracy on the untouched images.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from cnnlab.report import html, networks, sensitivity, study_figures
 from cnnlab.report.registry import Unavailable, figure, section
+from cnnlab.report.runs import FINISHED
 
 DEFAULT_IMAGES = 2000  # test images per evaluation; a study sets report.sensitivity_images
 
@@ -10,64 +23,133 @@ def sample_size(ctx) -> int:
     return min(int(ctx.study.report.get("sensitivity_images", DEFAULT_IMAGES)), len(ctx.y_test))
 
 
-def tables(ctx) -> dict:
-    """architecture -> accuracy per (transform, padding mode, amount) of the best network of that side."""
+def shifted_in_training(ctx, variant: str) -> bool:
+    runs = [r for r in ctx.records if r.variant == variant and r.params]
+    return any(r.params.get("augment.translate", "0") not in ("0", "") for r in runs)
 
-    def evaluate():
+
+def chosen_variants(ctx) -> list[str]:
+    """The networks to compare: the study's list, or per architecture its best unshifted variant (on validation)."""
+    listed = ctx.study.report.get("sensitivity")
+    if listed:
+        return [v for v in listed if v in ctx.study.variants and not shifted_in_training(ctx, v)]
+    done = ctx.table[ctx.table.n_runs > 0]
+    done = done[~done.variant.map(lambda v: shifted_in_training(ctx, v))]
+    ranked = done.sort_values("best_val_acc_mean", ascending=False)
+    return [rows.iloc[0].variant for _, rows in ranked.groupby("architecture", sort=False)]
+
+
+def evaluations(ctx) -> dict[tuple[str, int], object]:
+    """(variant, seed) -> sensitivity.evaluate's table, for every finished seed of the chosen variants."""
+
+    def evaluate_all():
         n = sample_size(ctx)
-        return {a: sensitivity.evaluate(t, ctx.x_test[:n], ctx.y_test[:n], ctx.stats) for a, t in ctx.nets.items()}
+        out = {}
+        for record in ctx.records:
+            if record.variant in chosen_variants(ctx) and record.state == FINISHED:
+                trained = networks.load_trained(ctx.client, record)
+                if trained is not None:
+                    out[(record.variant, record.seed)] = sensitivity.evaluate(
+                        trained, ctx.x_test[:n], ctx.y_test[:n], ctx.stats
+                    )
+        return out
 
-    return ctx.memo("sensitivity", evaluate)
+    return ctx.memo("sensitivity", evaluate_all)
 
 
-def verdict(ctx) -> str:
-    if not ctx.nets:
-        return "Not measured: no trained network could be loaded."
-    by_role = {"mlp": "dense", "cnn": "convolutional"}
-    t = tables(ctx)
-    return sensitivity.verdict({role: t[a] for role, a in by_role.items() if a in t})
+def relative_drops(ctx, transform: str) -> dict[str, dict[int, float]]:
+    """variant -> seed -> mean relative accuracy drop over the transform's amounts (a fraction)."""
+    drops: dict[str, dict[int, float]] = {}
+    for (variant, seed), table in evaluations(ctx).items():
+        drops.setdefault(variant, {})[seed] = sensitivity.mean_relative_drop(table, transform)
+    return drops
+
+
+def architecture(ctx, variant: str) -> str:
+    return str(ctx.table.set_index("variant").loc[variant, "architecture"])
+
+
+def _mean(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(values) if values else math.nan
+
+
+def summary_sentences(ctx) -> list[str]:
+    """What the numbers show, in words, whichever way they point."""
+    shift, scale = relative_drops(ctx, "shift"), relative_drops(ctx, "scale")
+    out = []
+    for variant in shift:
+        out.append(
+            f"{variant} ({architecture(ctx, variant)}, {len(shift[variant])} seeds) keeps on average "
+            f"{100 * (1 - _mean(shift[variant].values())):.1f}% of its accuracy under shifts of 1-8 pixels and "
+            f"{100 * (1 - _mean(scale[variant].values())):.1f}% under rescaling to 0.75x-1.25x."
+        )
+    dense = [v for v in shift if architecture(ctx, v) == "dense"]
+    conv = [v for v in shift if architecture(ctx, v) == "convolutional"]
+    for c in conv:
+        for d in dense:
+            for transform, drops, what in (("shift", shift, "position"), ("scale", scale, "scale")):
+                less = _mean(drops[c].values()) < _mean(drops[d].values())
+                out.append(
+                    f"{c} loses {'less' if less else 'more'} of its accuracy than {d} under changes of {what}"
+                    f" ({100 * _mean(drops[c].values()):.1f}% against {100 * _mean(drops[d].values()):.1f}%)."
+                )
+    return out
 
 
 @section("position_scale", "Problema 2: sensitivity to position and scale", order=50)
 def render(ctx) -> list[str]:
+    if not evaluations(ctx):
+        raise Unavailable("no trained network without shift augmentation could be loaded")
     rows = []
-    for architecture, t in (tables(ctx) if ctx.nets else {}).items():
-        for label, sel in (
-            ("shift 4 px (zeros)", (t["transform"] == "shift") & (t["mode"] == "zeros") & (t.amount == 4)),
-            ("shift 8 px (zeros)", (t["transform"] == "shift") & (t["mode"] == "zeros") & (t.amount == 8)),
-            ("scale 0.75", (t["transform"] == "scale") & (t.amount == 0.75)),
-            ("scale 1.25", (t["transform"] == "scale") & (t.amount == 1.25)),
-        ):
-            r = t[sel].iloc[0]
-            rows.append(
-                {
-                    "network": ctx.net_label(architecture),
-                    "transform": label,
-                    "accuracy %": f"{100 * r.acc:.2f}",
-                    "drop (points)": f"{100 * r['drop']:.2f}",
-                }
-            )
+    for (variant, seed), t in sorted(evaluations(ctx).items()):
+        base = float(t[(t["transform"] == "shift") & (t.amount == 0)].acc.iloc[0])
+        rows.append(
+            {
+                "network": f"{variant} (seed {seed})",
+                "untouched %": f"{100 * base:.2f}",
+                "shift 4 px, zeros": f"{100 * (1 - _at(t, 'shift', 'zeros', 4)):.1f}%",
+                "shift 8 px, zeros": f"{100 * (1 - _at(t, 'shift', 'zeros', 8)):.1f}%",
+                "shift 8 px, circular": f"{100 * (1 - _at(t, 'shift', 'circular', 8)):.1f}%",
+                "scale 0.75": f"{100 * (1 - _at(t, 'scale', 'zeros', 0.75)):.1f}%",
+                "scale 1.25": f"{100 * (1 - _at(t, 'scale', 'zeros', 1.25)):.1f}%",
+            }
+        )
     return [
         html.paragraph(
-            f"The best network of each architecture (best seed) on the first {sample_size(ctx)} test images, "
-            "each shifted by 0-8 pixels up, down, left or right (the border filled with zeros, the edge pixel, "
-            "or the opposite edge), or rescaled about its centre (black border).",
+            f"Networks trained without shift augmentation, every finished seed, on the first {sample_size(ctx)} "
+            "test images, each shifted by 0-8 pixels up, down, left or right (the border filled with zeros, the "
+            "edge pixel, or the opposite edge), or rescaled about its centre (black border). The table gives the "
+            "accuracy kept: accuracy on the changed images as a share of the same network's accuracy on the "
+            "untouched ones.",
             "note",
         ),
-        html.paragraph(verdict(ctx), "verdict"),
-        html.table(rows, text_columns=("network", "transform")),
+        html.paragraph(" ".join(summary_sentences(ctx)), "verdict"),
+        html.table(rows, text_columns=("network",)),
     ]
+
+
+def _at(table, transform: str, mode: str, amount: float) -> float:
+    rows = table[(table["transform"] == transform) & (table["mode"] == mode) & (table.amount == amount)]
+    return float(rows.relative_drop.iloc[0])
 
 
 @figure(
     "sensitivity",
     "Sensitivity to position and scale",
     section="position_scale",
-    caption="""Problema 2 (position and scale): test accuracy of the best MLP and the best CNN as the test
-    images are shifted by 0 to 8 pixels (zeros, replicate or circular padding) and rescaled from 0.75x
-    to 1.25x about their centre.""",
+    caption="""Problema 2 (position and scale): accuracy kept (share of each network's accuracy on the
+    untouched test images, mean over seeds) as the images are shifted by 0 to 8 pixels (zeros,
+    replicate or circular padding) and rescaled from 0.75x to 1.25x about their centre; networks
+    trained without shift augmentation.""",
 )
 def draw(ctx):
-    if not ctx.nets:
-        raise Unavailable("no trained network could be loaded")
-    return study_figures.sensitivity_figure(tables(ctx), {a: ctx.net_label(a) for a in ctx.nets})
+    by_variant: dict[str, list] = {}
+    for (variant, _), table in evaluations(ctx).items():
+        by_variant.setdefault(variant, []).append(table)
+    if not by_variant:
+        raise Unavailable("no trained network without shift augmentation could be loaded")
+    return study_figures.sensitivity_figure(
+        {v: sensitivity.mean_table(tables) for v, tables in by_variant.items()},
+        {v: f"{v} ({len(tables)} seeds)" for v, tables in by_variant.items()},
+    )

@@ -18,8 +18,10 @@ def render(ctx) -> list[str]:
         html.table(display_rows(ctx.table), classes, text_columns=("variant", "model", "adds", "status")),
         html.paragraph(
             "Test accuracy: mean ± sample standard deviation (ddof=1) over the finished seeds; 0 when one seed "
-            "finished. Training time: the job's wall time (training and testing); images/s: the last epoch's "
-            "training throughput.",
+            "finished. Train - val: the last epoch's accuracy on a fixed set of training images minus on the "
+            "validation images, both in eval mode; a large gap is overfitting that regularization can fight. "
+            "Training time: the job's wall time (training and testing); images/s: the last epoch's training "
+            "throughput.",
             "note",
         ),
     ]

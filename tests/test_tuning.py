@@ -1,0 +1,136 @@
+"""Studies that extend others, learning-rate sweeps, the rates they choose, and the wall-time estimate."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from cnnlab import estimate
+from cnnlab.errors import UserError
+from cnnlab.study import CONF_DIR, compose_config, load_study
+from cnnlab.tuning import choose, read_learning_rates, tuned_override, write_learning_rates
+
+
+@pytest.fixture
+def conf(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    return conf
+
+
+def test_a_budget_study_holds_only_what_changes(conf):
+    cpu, lecture = load_study("cpu", conf), load_study("lecture", conf)
+    assert cpu.extends == ("lecture",) and list(cpu.variants) == list(lecture.variants)
+    assert cpu.variants["cnn_zscore"].overrides == lecture.variants["cnn_zscore"].overrides
+    quick = load_study("quick", conf)
+    assert quick.extends == ("cpu", "lecture") and quick.seeds == (0,) and quick.tune_lr == "cpu_lr_sweep"
+    cfg = compose_config(study="quick", variant="cnn_baseline", conf_dir=conf)
+    # quick's own epochs come after cpu's, which come after lecture's 30.
+    assert cfg.trainer.max_epochs == 3 and list(cfg.model.channels) == [16, 32, 64]
+
+
+def test_a_child_can_drop_and_add_variants(conf):
+    (conf / "study" / "child.yaml").write_text(
+        "extends: smoke\nvariants:\n  cnn_baseline: null\n  mlp_wide: {adds: wider, overrides: [model=mlp]}\n")
+    child = load_study("child", conf)
+    assert list(child.variants) == ["mlp_baseline", "mlp_wide"]
+
+
+def test_a_cycle_of_extends_is_one_sentence(conf):
+    (conf / "study" / "a.yaml").write_text("extends: b\nvariants: {x: {overrides: []}}\n")
+    (conf / "study" / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(UserError, match="extends itself through a -> b -> a"):
+        load_study("a", conf)
+
+
+def test_a_sweep_expands_each_variant_at_each_value_with_its_budget_last(conf):
+    sweep = load_study("cpu_lr_sweep", conf)
+    assert set(sweep.variants) == {f"{f}_baseline_lr_{v}" for f in ("mlp", "cnn") for v in ("0_01", "0_03", "0_1", "0_3")}
+    point = sweep.variants["cnn_baseline_lr_0_3"]
+    assert (point.sweep_of, point.sweep_value, sweep.sweep_key, sweep.tune_lr) == (
+        "cnn_baseline", 0.3, "optimizer.lr", None)
+    cfg = compose_config(study="cpu_lr_sweep", variant="cnn_baseline_lr_0_3", conf_dir=conf)
+    # The cpu study gives the CNN 8 epochs; the sweep's own budget wins.
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.train_images) == (0.3, 3, 10000)
+    assert cfg.trainer.if_loss_diverges == "record"
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("{key: optimizer.lr, values: []}", r"'sweep' needs key \(a setting\), values \(a list\) and variants"),
+    ("{key: optimizer.lr, values: [0.1], variants: [nope]}", "sweep variant 'nope' is not a variant"),
+])
+def test_a_bad_sweep_is_one_sentence(conf, sweep, message):
+    (conf / "study" / "bad.yaml").write_text(f"extends: smoke\nsweep: {sweep}\n")
+    with pytest.raises(UserError, match=message):
+        load_study("bad", conf)
+
+
+def chosen_rates(conf):
+    """The choice from made-up validation accuracies: the MLP best at 0.1, the CNN at 0.03 (0.3 diverged)."""
+    sweep = load_study("cpu_lr_sweep", conf)
+    acc = {"mlp_baseline_lr_0_01": [0.30], "mlp_baseline_lr_0_03": [0.35], "mlp_baseline_lr_0_1": [0.41],
+           "mlp_baseline_lr_0_3": [0.38], "cnn_baseline_lr_0_01": [0.20], "cnn_baseline_lr_0_03": [0.45, 0.47],
+           "cnn_baseline_lr_0_1": [0.44], "cnn_baseline_lr_0_3": [math.nan]}
+    return choose(sweep, acc, conf)
+
+
+def test_the_best_validation_accuracy_wins_and_a_diverged_rate_never_does(conf):
+    rates = chosen_rates(conf)
+    assert rates["mlp"]["value"] == 0.1 and rates["cnn"]["value"] == 0.03
+    assert rates["cnn"]["candidates"]["0.03"] == pytest.approx(0.46)  # the mean over its seeds
+    assert math.isnan(rates["cnn"]["candidates"]["0.3"])
+    assert rates["cnn"]["optimizer"] == "torch.optim.SGD" and rates["cnn"]["setting"] == "optimizer.lr"
+
+
+def test_runs_of_the_same_family_and_optimizer_take_the_chosen_rate(conf, tmp_path):
+    path = tmp_path / "rates.json"
+    path.write_text(json.dumps(chosen_rates(conf)))
+    tuned = lambda v: compose_config([f"run.learning_rates={path}"], study="cpu", variant=v, conf_dir=conf)  # noqa: E731
+    assert tuned("mlp_baseline").optimizer.lr == 0.1 and tuned("mlp_l2").optimizer.lr == 0.1
+    assert tuned("cnn_dropout").optimizer.lr == 0.03 and tuned("cnn_gap").optimizer.lr == 0.03
+    # Adam keeps its own rate; without the file the config's rate stands.
+    assert tuned("cnn_adaptive_lr").optimizer.lr == 0.001 and tuned("mlp_all").optimizer.lr == 0.001
+    assert compose_config(study="cpu", variant="mlp_baseline", conf_dir=conf).optimizer.lr == 0.01
+    # A variant that sets the rate itself keeps it.
+    cfg = compose_config(["optimizer.lr=0.5", f"run.learning_rates={path}"], study="cpu", variant="mlp_l1",
+                         conf_dir=conf)
+    assert cfg.optimizer.lr == 0.5 and tuned_override(cfg, read_learning_rates(path), ["optimizer.lr=0.5"]) is None
+
+
+def test_the_workflow_step_reads_result_files_and_refuses_a_sweep_that_all_diverged(conf, tmp_path):
+    sweep = load_study("cpu_lr_sweep", conf)
+    files = []
+    for i, (variant, acc) in enumerate([("mlp_baseline_lr_0_03", 0.4), ("mlp_baseline_lr_0_1", 0.5),
+                                         ("cnn_baseline_lr_0_1", float("nan"))]):
+        f = tmp_path / f"r{i}.json"
+        f.write_text(json.dumps({"variant": variant, "best_val_acc": acc}))
+        files.append(str(f))
+    rates = write_learning_rates(sweep, files, conf, tmp_path / "out.json")
+    assert rates["mlp"]["value"] == 0.1 and rates["cnn"]["value"] is None
+    assert json.loads((tmp_path / "out.json").read_text())["mlp"]["value"] == 0.1
+    with pytest.raises(UserError, match="Every run of the sweep study 'cpu_lr_sweep' diverged or failed"):
+        write_learning_rates(sweep, files[2:], conf, tmp_path / "none.json")
+    assert not (tmp_path / "none.json").exists()
+
+
+def test_the_estimate_adds_epochs_over_measured_throughput_and_splits_the_jobs_over_slots(conf):
+    cfg = compose_config(["trainer.max_epochs=4", "data.train_probe_images=1000"], conf_dir=conf)
+    # 4 epochs x (45,000 trained + (5,000 + 1,000) / 3 evaluated) images at 1,000 images/s, plus the allowance.
+    assert estimate.job_seconds(cfg, 1000.0, 45000, 5000) == pytest.approx(4 * 47.0 + estimate.JOB_OVERHEAD_S)
+    assert estimate.images_per_second(cfg, estimate.torch.device("cpu"), steps=2) > 0
+    jobs = [estimate.Job("s", f"v{i}", cfg) for i in range(4)]
+    one, two = (estimate.estimate(jobs, slots, estimate.torch.device("cpu"), 45000, 5000) for slots in (1, 2))
+    assert two["seconds"] == pytest.approx(one["seconds"] / 2, rel=0.5) and set(one["rates"]) == {"mlp"}
+
+
+def test_a_long_cpu_run_is_announced_with_the_smaller_studies(conf):
+    # The lecture study's 30-epoch runs take many hours on any CPU: its estimate says so.
+    said = []
+    pending = [("lecture", v, s) for v in load_study("lecture", conf).variants for s in (0, 1, 2)]
+    estimate.announce(pending, conf, slots=2, gpus=0, n_train=45000, n_eval=5000, say=said.append)
+    assert said[0].startswith("cnnlab: 57 training jobs to run (lecture); estimated wall time on this machine")
+    assert "more than 2 hours without a GPU" in said[1]
+    assert "--config study=quick (about" in said[1] and "--config study=cpu (about" in said[1]

@@ -1,0 +1,13 @@
+# A sweep study's choice: per family, the value of the swept setting (the learning rate) with the
+# best validation accuracy. Studies that name the sweep (tune_lr) train with it.
+rule choose_learning_rates:
+    input:
+        results=study_results,
+    output:
+        rates=LEARNING_RATES,
+    params:
+        conf_dir=CONF_DIR,
+    log:
+        "logs/{study}/choose_learning_rates.log",
+    script:
+        "../scripts/choose_learning_rates.py"

@@ -115,14 +115,15 @@ def first_layer_counts(client: MlflowClient, records: list[RunRecord]) -> dict[s
 
 
 def best_records(records: list[RunRecord], table) -> dict[str, RunRecord]:
-    """Per architecture (dense, convolutional), the best variant by mean test accuracy, as its best seed's run."""
+    """Per architecture (dense, convolutional), the best variant and its best seed, both chosen on
+    validation accuracy (the test split chooses nothing)."""
     best = {}
-    ranked = table[table.n_runs > 0].sort_values("test_acc_mean", ascending=False)
+    ranked = table[table.n_runs > 0].sort_values("best_val_acc_mean", ascending=False)
     for architecture, rows in ranked.groupby("architecture", sort=False):
         variant = rows.iloc[0].variant
         runs = [r for r in records if r.variant == variant and r.state == FINISHED]
         best[architecture] = max(
-            runs, key=lambda r: -math.inf if math.isnan(r.metric("test/acc")) else r.metric("test/acc")
+            runs, key=lambda r: -math.inf if math.isnan(r.metric("best_val_acc")) else r.metric("best_val_acc")
         )
     return best
 

@@ -30,18 +30,23 @@ rule all:
 
 
 onstart:
-    # Before any job: how many training jobs, and for about how long on this machine.
+    # Before any job: runs left RUNNING by a workflow that was killed outright are closed, then how
+    # many training jobs, and for about how long on this machine.
+    close_abandoned_runs()
     if workflow.local_exec:
         announce_training_jobs()
 
 
 onerror:
-    # With --keep-going every job that could run has run by now: build the report from what
-    # MLflow holds, so the failed variants show as failed. Skipped when training never started.
+    # Every job has ended: a run whose job was killed outright is marked KILLED. With --keep-going
+    # every job that could run has run by now: build the report from what MLflow holds, so the
+    # failed variants show as failed. Skipped when training never started. The report reads the
+    # store's URI from the environment (MLFLOW_TRACKING_URI, set in common.smk).
+    close_abandoned_runs()
     if Path(ARRAYS).exists() and Path(f"results/{STUDY.name}/tracking.json").exists():
         shell(
-            "{PYTHON} -m cnnlab.report --uri '{TRACKING_URI}' --study {STUDY.name}"
-            " --conf-dir {CONF_DIR} --arrays {ARRAYS} --out results/{STUDY.name}/report"
+            "{PYTHON:q} -m cnnlab.report --study {STUDY.name}"
+            " --conf-dir {CONF_DIR:q} --arrays {ARRAYS} --out results/{STUDY.name}/report"
             " > logs/{STUDY.name}/build_report_after_error.log 2>&1"
             " || echo 'cnnlab: the report after the error could not be built; see logs/{STUDY.name}/build_report_after_error.log'"
         )

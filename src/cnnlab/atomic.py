@@ -17,7 +17,7 @@ class atomic_path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.")
         os.close(fd)
-        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        usual_permissions(self.tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -30,6 +30,11 @@ class atomic_path:
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         Path(tmp).write_text(text)
+
+
+def usual_permissions(path: str | Path) -> None:
+    """rw for all, less the umask, as open() gives a new file; temporary files are made 0600."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

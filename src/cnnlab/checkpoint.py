@@ -1,4 +1,5 @@
-"""Checkpoints written atomically and read without unpickling code (`weights_only=True`)."""
+"""Checkpoints written atomically, read without unpickling code (`weights_only=True`), and kept
+valid when the project folder moves."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from pathlib import Path
 
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cnnlab.atomic import atomic_path
+
+# What Lightning needs to resume from a checkpoint (the rest is optional)
+RESUME_KEYS = ("state_dict", "epoch", "global_step", "loops", "callbacks", "optimizer_states")
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -35,3 +40,54 @@ def load_state_dict(path: str | Path, prefix: str = "net.") -> dict[str, torch.T
     """The network's weights from a training checkpoint (keys without the module's prefix)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     return {k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
+def resumable(path: str | Path) -> str | None:
+    """None when path is a complete training checkpoint; else why not, in a few words.
+
+    torch's own message for a damaged file suggests `weights_only=False`, which would run code
+    from the file: it is never shown.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, not a torch file at all
+        return f"it cannot be read: {type(e).__name__}"
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in RESUME_KEYS):
+        return "it is not a complete training checkpoint"
+    return None
+
+
+class RelocatableCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose saved paths follow the run folder when the project folder moves.
+
+    Lightning keeps `dirpath`, `best_model_path` and the top-k paths absolute in every checkpoint
+    and, when `dirpath` differs on resume, forgets the best score and keeps the old best path. The
+    paths are re-rooted here first, so a moved run resumes exactly as it would have in place.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # Lightning keys a callback's saved state by its class name: keep ModelCheckpoint's, so
+        # checkpoints written before this class existed still resume.
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            def moved(path):
+                if not path:
+                    return path
+                try:
+                    return str(Path(self.dirpath) / Path(path).relative_to(old))
+                except ValueError:  # not inside the old folder: leave it alone
+                    return path
+
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                "best_model_path": moved(state_dict.get("best_model_path", "")),
+                "kth_best_model_path": moved(state_dict.get("kth_best_model_path", "")),
+                "last_model_path": moved(state_dict.get("last_model_path", "")),
+                "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
+            }
+        super().load_state_dict(state_dict)

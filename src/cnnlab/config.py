@@ -87,6 +87,7 @@ class TrackingConfig:
     experiment: str = ""  # empty: the study's name
     log_checkpoint: bool = True
     timeout_s: int = 20  # how long an unreachable tracking server may stall a job
+    retry_s: int = 120  # how long a failing store (locked, down, full) is retried before the job fails, s
 
 
 @dataclass
@@ -113,10 +114,114 @@ CHOICES = {
     "trainer.if_loss_diverges": ("fail", "record"),
 }
 
-# Counts that must be at least 1 (the schema already makes them integers).
-POSITIVE = (
-    "trainer.max_epochs", "trainer.batch_size", "trainer.eval_batch_size", "trainer.accumulate_grad_batches",
-)
+# Lightning's own words: the common ones are accepted at once; any other is looked up in Lightning's
+# registries (importing Lightning costs seconds, too much for every Snakemake start).
+COMMON_ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+COMMON_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "single_device", "fsdp", "deepspeed")
+
+
+def lightning_choices(key: str) -> tuple[str, ...]:
+    if key == "trainer.accelerator":
+        from pytorch_lightning.accelerators import AcceleratorRegistry
+
+        return ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    return ("auto", *StrategyRegistry.available_strategies())
+
+
+# Numbers with a range: key -> (lowest, highest or None, what is allowed, in words). A bound in
+# OPEN_BOUNDS is excluded. The schema already makes them numbers of the right type.
+RANGES = {
+    "seed": (0, 2**32 - 1, "a whole number from 0 to 4294967295 (numpy's seed range)"),
+    "trainer.max_epochs": (1, None, "a whole number of at least 1"),
+    "trainer.batch_size": (1, None, "a whole number of at least 1"),
+    "trainer.eval_batch_size": (1, None, "a whole number of at least 1"),
+    "trainer.accumulate_grad_batches": (1, None, "a whole number of at least 1"),
+    "trainer.devices": (1, None, "a whole number of at least 1"),
+    "trainer.num_nodes": (1, None, "a whole number of at least 1"),
+    "trainer.threads": (0, None, "0 (as the environment says) or a positive number of threads"),
+    "trainer.nan_check_every": (1, None, "a whole number of optimizer steps, at least 1"),
+    "trainer.gradient_clip_val": (0, None, "0 (no clipping) or a positive number"),
+    "data.train_images": (0, None, "0 (all of them) or a positive number of images"),
+    "data.train_probe_images": (0, None, "0 (none) or a positive number of images"),
+    "augment.translate": (0, 31, "a shift in pixels from 0 (off) to 31"),
+    "augment.cutout": (0, 32, "a square side in pixels from 0 (off) to 32"),
+    "lookahead.every": (0, None, "0 (off) or a positive number of optimizer steps"),
+    "lookahead.decay": (0, 1, "a number from 0 to 1"),
+    "regularization.l1": (0, None, "0 (off) or a positive number"),
+    "regularization.l2": (0, None, "0 (off) or a positive number"),
+    "regularization.label_smoothing": (0, 1, "a number from 0 up to, not including, 1"),
+    "tracking.timeout_s": (1, None, "a whole number of seconds, at least 1"),
+    "tracking.retry_s": (0, None, "a whole number of seconds, 0 or more"),
+}
+OPEN_BOUNDS = {("regularization.label_smoothing", "high")}
+# Lightning's fraction-or-count flags: a float in (0, 1] or a whole number of at least 1.
+FRACTION_OR_COUNT = ("trainer.limit_train_batches", "trainer.val_check_interval")
+
+
+def _check_range(key: str, value) -> None:
+    low, high, allowed = RANGES[key]
+    too_low = value < low or ((key, "low") in OPEN_BOUNDS and value == low)
+    too_high = high is not None and (value > high or ((key, "high") in OPEN_BOUNDS and value == high))
+    if too_low or too_high:
+        raise UserError(f"'{key}' must be {allowed}, not {value}.")
+
+
+def _check_fraction_or_count(key: str, value) -> None:
+    ok = (isinstance(value, bool) is False and isinstance(value, int) and value >= 1) or (
+        isinstance(value, float) and 0 < value <= 1)
+    if not ok:
+        raise UserError(
+            f"'{key}' must be a fraction above 0 and at most 1 (of the batches) or a whole number of batches "
+            f"of at least 1, not {value!r}."
+        )
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Keys added with `+key=value` that the schema does not know (a typo Hydra would accept)."""
+    schema = OmegaConf.structured(RunConfig)
+
+    def walk(node, ref, prefix: str) -> None:
+        for key in node.keys():
+            full = f"{prefix}{key}"
+            if key not in ref:
+                raise UserError(
+                    f"Unknown config key '{full}'; valid keys there: {', '.join(sorted(map(str, ref.keys())))}."
+                )
+            child, child_ref = node[key], ref[key]
+            # `model`, `optimizer`, `schedule` are _target_ configs (Any): their keys are checked
+            # against the class they name instead.
+            if isinstance(child, DictConfig) and isinstance(child_ref, DictConfig) and len(child_ref):
+                walk(child, child_ref, f"{full}.")
+
+    walk(cfg, schema, "")
+
+
+def check_accelerator(cfg: DictConfig, gpus: int) -> None:
+    """The accelerator must exist on this machine (gpus: how many GPUs it has), enough for trainer.devices."""
+    name = cfg.trainer.accelerator
+    if name in ("auto", "cpu"):
+        return
+    if name not in ("gpu", "cuda"):  # mps, tpu, ...: Lightning knows whether this machine has one
+        from pytorch_lightning.accelerators import AcceleratorRegistry
+
+        if not AcceleratorRegistry[name]["accelerator"].is_available():
+            raise UserError(
+                f"trainer.accelerator={name} needs a {name} device and this machine has none; use "
+                "trainer.accelerator=auto (a GPU when there is one) or trainer.accelerator=cpu."
+            )
+        return
+    if gpus == 0:
+        raise UserError(
+            f"trainer.accelerator={name} needs a GPU and this machine has none; use trainer.accelerator=auto "
+            "(a GPU when there is one) or trainer.accelerator=cpu."
+        )
+    if cfg.trainer.devices > gpus:
+        raise UserError(
+            f"trainer.devices={cfg.trainer.devices} asks for more GPUs than this machine has ({gpus}); "
+            f"use trainer.devices={gpus} or fewer."
+        )
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -124,6 +229,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     from cnnlab.models import check_model_config
     from cnnlab.optimization import check_optimization
 
+    check_known_keys(cfg)
     merged = cfg.copy()
     for key, allowed in CHOICES.items():
         value = str(OmegaConf.select(merged, key))
@@ -135,10 +241,14 @@ def validate(cfg: DictConfig) -> DictConfig:
             raise UserError(
                 f"Unknown value '{value}' for '{key}'; valid choices: {', '.join(allowed)}."
             )
-    for key in POSITIVE:
-        value = OmegaConf.select(merged, key)
-        if value < 1:
-            raise UserError(f"'{key}' must be at least 1, not {value}; set it to a positive whole number.")
+    for key, common in (("trainer.accelerator", COMMON_ACCELERATORS), ("trainer.strategy", COMMON_STRATEGIES)):
+        value = str(OmegaConf.select(merged, key))
+        if value not in common and value not in (allowed := lightning_choices(key)):
+            raise UserError(f"Unknown value '{value}' for '{key}'; valid choices: {', '.join(allowed)}.")
+    for key in RANGES:
+        _check_range(key, OmegaConf.select(merged, key))
+    for key in FRACTION_OR_COUNT:
+        _check_fraction_or_count(key, OmegaConf.select(merged, key))
     check_model_config(merged.model)
     check_optimization(merged)
     OmegaConf.set_readonly(merged, True)

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytorch_lightning as pl
 import torch
 
 from cnnlab.batches import EvalBatches, TrainBatches, normalize
-from cnnlab.errors import UserError
-from cnnlab.preprocess import load_arrays
-
-
-def stats_path(arrays_path: str | Path) -> Path:
-    """The statistics file written next to the arrays by preprocess.prepare."""
-    return Path(arrays_path).with_suffix(".json")
-
-
-def load_stats(arrays_path: str | Path) -> dict:
-    path = stats_path(arrays_path)
-    if not path.is_file():
-        raise UserError(f"Data statistics {path} do not exist; run the workflow's prepare_data step first.")
-    return json.loads(path.read_text())
+from cnnlab.preprocess import load_arrays, load_stats, stats_path  # noqa: F401 (load_stats, stats_path: their old home)
 
 
 class ArrayDataModule(pl.LightningDataModule):

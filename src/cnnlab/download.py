@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 
 import pooch
 
+from cnnlab.atomic import usual_permissions
 from cnnlab.cifar import check_members
 from cnnlab.errors import UserError
 
@@ -70,6 +71,7 @@ def _fetch_remote(url: str, md5: str, dest: Path, retries: int, timeout_s: int) 
                 "check the URL and the network, or pass a local copy with data_url=file:///path."
             ) from None
         _check_members(got, url)
+        usual_permissions(got)
         os.replace(got, dest)
 
 
@@ -85,6 +87,7 @@ def _copy_local(url: str, md5: str, dest: Path) -> None:
         if actual != md5:
             raise UserError(_mismatch_message(url, md5, actual))
         _check_members(tmp_path, url)
+        usual_permissions(tmp_path)
         os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)

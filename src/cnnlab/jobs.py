@@ -10,6 +10,7 @@ import logging
 import sys
 
 from cnnlab.errors import UserError, storage_error_message
+from cnnlab.redaction import redact_logs, redact_text, redacted_traceback
 
 
 def run_step(job, fn) -> None:
@@ -19,12 +20,14 @@ def run_step(job, fn) -> None:
         handlers.append(logging.FileHandler(str(job.log[0]), mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    redact_logs()
     try:
         fn(job)
     except Exception as e:
-        message = str(e) if isinstance(e, UserError) else storage_error_message(e)
+        message = redact_text(str(e)) if isinstance(e, UserError) else storage_error_message(e)
         if message is None:
-            raise
+            print(redacted_traceback(e), file=sys.stderr)
+            sys.exit(1)
         logging.getLogger("cnnlab").error("%s", message)
         print(f"cnnlab: error: {message}", file=sys.stderr)
         sys.exit(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,81 @@ def prepare(
     return stats
 
 
+SPLITS = ("train", "val", "test")
+ARRAY_NAMES = tuple(f"{kind}_{split}" for split in SPLITS for kind in ("x", "y"))
+
+
+def damaged_message(arrays: str | Path, why: str) -> str:
+    """The one sentence for a damaged prepared data set: what is wrong and exactly how to rebuild it."""
+    arrays = Path(arrays)
+    stats = arrays.with_suffix(".json")
+    return (
+        f"The prepared data set {arrays} is damaged ({why}); delete {arrays} and {stats}, then run snakemake "
+        "again: it prepares them again from the downloaded archive."
+    )
+
+
+def stats_path(arrays_path: str | Path) -> Path:
+    """The statistics file written next to the arrays by preprocess.prepare."""
+    return Path(arrays_path).with_suffix(".json")
+
+
+def load_stats(arrays_path: str | Path) -> dict:
+    path = stats_path(arrays_path)
+    if not path.is_file():
+        raise UserError(f"Data statistics {path} do not exist; run the workflow's prepare_data step first.")
+    try:
+        stats = json.loads(path.read_text())
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(damaged_message(arrays_path, f"{path.name} is not readable JSON: {type(e).__name__}")) from None
+    ok = isinstance(stats, dict) and isinstance(stats.get("classes"), list) and stats["classes"] and all(
+        isinstance(stats.get(k), list) and len(stats[k]) == 3 and all(isinstance(v, (int, float)) for v in stats[k])
+        for k in ("mean", "std"))
+    if not ok:
+        raise UserError(damaged_message(arrays_path, f"{path.name} lacks the class names or the channel statistics"))
+    return stats
+
+
+def check_prepared(path: str | Path) -> None:
+    """Raise UserError when the prepared arrays or their statistics are missing, truncated or not what
+    prepare() writes. Reads only the zip directory and each array's header (milliseconds)."""
+    path = Path(path)
+    load_stats(path)
+    if not path.is_file():
+        raise UserError(f"Prepared data {path} does not exist; run the workflow's prepare_data step first.")
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = {info.filename: info for info in z.infolist()}
+            for name in ARRAY_NAMES:
+                info = members.get(f"{name}.npy")
+                if info is None:
+                    raise UserError(damaged_message(path, f"it has no array '{name}'"))
+                if info.header_offset + info.compress_size > size:
+                    raise UserError(damaged_message(path, f"array '{name}' is cut short"))
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(f)
+                if dtype.hasobject or int(np.prod(shape)) * dtype.itemsize > info.file_size:
+                    raise UserError(damaged_message(path, f"array '{name}' is not the array prepare_data writes"))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as e:
+        raise UserError(damaged_message(path, f"not a readable .npz: {type(e).__name__}")) from None
+
+
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Prepared data {path} does not exist; run the workflow's prepare_data step first.")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        # numpy's own message for an object array suggests allow_pickle=True, which would run code
+        # from the file: it is never shown.
+        raise UserError(damaged_message(path, f"not a readable .npz: {type(e).__name__}")) from None
+    missing = [name for name in ARRAY_NAMES if name not in arrays]
+    if missing:
+        raise UserError(damaged_message(path, f"it has no array '{missing[0]}'"))
+    return arrays

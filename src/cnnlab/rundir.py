@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from cnnlab.atomic import write_text
+from cnnlab.checkpoint import resumable
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,31 @@ class RunDir:
         write_text(self.result_file, json.dumps(result, indent=2) + "\n")
 
     def resume_checkpoint(self, fp: str) -> Path | None:
-        """last.ckpt when it was written under the same config fingerprint, else None."""
+        """The checkpoint to resume from: last.ckpt when it was written under the same config
+        fingerprint and is intact, else best.ckpt when that is; None to start afresh.
+
+        A damaged checkpoint is moved aside (never deleted, never loaded), with a warning.
+        """
         last = self.checkpoints / "last.ckpt"
         if not last.is_file():
             return None
-        if self.state().get("fingerprint") == fp:
-            return last
-        # Written under another config: keep it aside (nothing is lost) and start afresh.
-        stale = self.path / f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}"
-        self.checkpoints.rename(stale)
-        log.warning("checkpoints were made with another config; moved to %s", stale)
+        if self.state().get("fingerprint") != fp:
+            # Written under another config: keep it aside (nothing is lost) and start afresh.
+            stale = self.path / f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.checkpoints.rename(stale)
+            log.warning("checkpoints were made with another config; moved to %s", stale)
+            return None
+        for candidate in (last, self.checkpoints / "best.ckpt"):
+            if not candidate.is_file():
+                continue
+            problem = resumable(candidate)
+            if problem is None:
+                if candidate != last:
+                    log.warning("resuming from %s, the last intact checkpoint (its later epochs are trained again)",
+                                candidate)
+                return candidate
+            aside = candidate.with_name(f"{candidate.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            candidate.rename(aside)
+            log.warning("checkpoint %s is damaged (%s); moved it to %s", candidate, problem, aside)
+        log.warning("no intact checkpoint in %s: training starts again from the first epoch", self.checkpoints)
         return None

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
@@ -273,6 +273,9 @@ def compose_config(
     if seed is not None:
         all_overrides.append(f"seed={seed}")
     all_overrides += list(overrides)
+    for o in all_overrides:
+        if not o.split("=", 1)[0].lstrip("+~"):
+            raise UserError(_override_message(o, "it names no setting"))
     try:
         cfg = _compose(all_overrides, conf_dir)
         if cfg.run.learning_rates:
@@ -281,6 +284,8 @@ def compose_config(
             extra = tuned_override(cfg, read_learning_rates(cfg.run.learning_rates), all_overrides)
             if extra is not None:
                 cfg = _compose([*all_overrides, extra], conf_dir)
+    except OverrideParseException as e:
+        raise UserError(_override_message(e.override, e.message)) from None
     except MissingConfigException as e:
         raise UserError(_one_line(str(e))) from None
     except (ConfigCompositionException, ConfigAttributeError, ConfigKeyError, ValidationError) as e:
@@ -314,6 +319,17 @@ def _omegaconf_message(e, overrides: list[str], conf_dir: Path) -> str:
         keys = ", ".join(_keys_beside(e.full_key, overrides, conf_dir))
         return f"Unknown config key '{e.full_key}'; valid keys there: {keys}."
     return f"Bad value for '{e.full_key}': {str(e.msg).splitlines()[0]}."
+
+
+def _override_message(override: str, detail: str) -> str:
+    """Hydra's grammar error (several lines, a caret, a link) as one sentence with the fix."""
+    first = str(detail).strip().splitlines()[0] if str(detail).strip() else "not valid"
+    if "LexerNoViableAlt" in first or "token recognition error" in first:
+        first = "it has a character that Hydra reads only inside quotes"
+    return (
+        f"Cannot read the override '{override}' ({first}); write key=value, and quote a value that has "
+        "spaces, brackets or non-ASCII letters: key='a value'."
+    )
 
 
 def _one_line(message: str) -> str:

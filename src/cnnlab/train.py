@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,13 +22,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from cnnlab import tracking
 from cnnlab.artifacts import write_run_artifacts
-from cnnlab.config import fingerprint
+from cnnlab.config import check_accelerator, fingerprint
 from cnnlab.datamodule import ArrayDataModule, load_stats
 from cnnlab.errors import UserError, storage_error_message
 from cnnlab.gpu import pin_to_free_gpu
 from cnnlab.mlflow_run import TrainingRun, run_tags
 from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.module import Classifier, NonFiniteLossError
+from cnnlab.preprocess import check_prepared
+from cnnlab.redaction import redact_logs, redact_text, redacted_traceback
 from cnnlab.rundir import RunDir
 from cnnlab.study import CONF_DIR, compose_config, load_study
 from cnnlab.trainer import build_trainer, channels_last, quiet_lightning
@@ -38,6 +41,9 @@ log = logging.getLogger("cnnlab.train")
 def train(cfg: DictConfig) -> dict:
     """Train, validate each epoch, test the best checkpoint; return the final metrics."""
     t_start = time.perf_counter()
+    # What this machine and the data set must offer, checked before any MLflow run exists.
+    check_accelerator(cfg, torch.cuda.device_count())
+    check_prepared(cfg.data.arrays)
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
     gpu_lock = pin_to_free_gpu() if cfg.trainer.accelerator in ("auto", "gpu", "cuda") else None  # noqa: F841
@@ -65,18 +71,42 @@ def train(cfg: DictConfig) -> dict:
     if cfg.tracking.enabled and rank_zero_only.rank == 0:
         tags = run_tags(cfg, net, stats, fp, _adds(cfg))
         run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None)
-        run.log_parameter_count(n_params)
     elif rank_zero_only.rank == 0:
         run_dir.save_state(fingerprint=fp)
 
-    trainer, best = build_trainer(cfg, run_dir, [run.callback()] if run else [])
+    # From here on the run exists: every way out marks it FINISHED, FAILED or KILLED.
     try:
+        if run is not None:
+            run.log_parameter_count(n_params)
+        trainer, best = build_trainer(cfg, run_dir, [run.callback()] if run else [])
         if resume is not None:
             log.info("resuming from %s", resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=best.best_model_path, verbose=False)[0]
+        if not trainer.is_global_zero:
+            return {}
+        result = {
+            "status": "FINISHED",
+            "study": cfg.run.study,
+            "variant": cfg.run.variant,
+            "seed": cfg.seed,
+            "model": family_of(cfg.model),
+            "mlflow_run_id": run.run_id if run else None,
+            "test_acc": float(tested["test/acc"]),
+            "test_loss": float(tested["test/loss"]),
+            "best_val_acc": float(best.best_model_score) if best.best_model_score is not None else float("nan"),
+            "epochs": trainer.current_epoch,
+            "params": n_params,
+            "job_seconds": time.perf_counter() - t_start,
+            "startup_seconds": module.startup_seconds,
+            "train_seconds": module.train_seconds,
+        }
+        label = f"{cfg.run.variant} seed {cfg.seed}"
+        write_run_artifacts(run_dir, net, module.confusion.cpu().numpy(), stats["classes"], label, result["test_acc"])
+        if run is not None:
+            run.finish(run_dir, result)
     except NonFiniteLossError as e:
         if run is not None:
             run.fail(e)
@@ -93,28 +123,6 @@ def train(cfg: DictConfig) -> dict:
         if run is not None:
             run.fail(e)
         raise
-    if not trainer.is_global_zero:
-        return {}
-    result = {
-        "status": "FINISHED",
-        "study": cfg.run.study,
-        "variant": cfg.run.variant,
-        "seed": cfg.seed,
-        "model": family_of(cfg.model),
-        "mlflow_run_id": run.run_id if run else None,
-        "test_acc": float(tested["test/acc"]),
-        "test_loss": float(tested["test/loss"]),
-        "best_val_acc": float(best.best_model_score) if best.best_model_score is not None else float("nan"),
-        "epochs": trainer.current_epoch,
-        "params": n_params,
-        "job_seconds": time.perf_counter() - t_start,
-        "startup_seconds": module.startup_seconds,
-        "train_seconds": module.train_seconds,
-    }
-    label = f"{cfg.run.variant} seed {cfg.seed}"
-    write_run_artifacts(run_dir, net, module.confusion.cpu().numpy(), stats["classes"], label, result["test_acc"])
-    if run is not None:
-        run.finish(run_dir, result)
     run_dir.save_result(result)
     log.info("%s seed %s: test/acc %.4f", cfg.run.variant, cfg.seed, result["test_acc"])
     return result
@@ -162,9 +170,16 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str], Path]:
     return named, overrides, conf_dir
 
 
+def _terminated(signum, frame) -> None:
+    # SIGTERM (Snakemake stopping, a cluster's time limit) unwinds like Ctrl-C, so the run is marked KILLED.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logs()
     quiet_lightning()
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         named, overrides, conf_dir = parse_args(sys.argv[1:] if argv is None else argv)
         os.environ["CNNLAB_CONF_DIR"] = str(conf_dir)  # DDP re-launches this command: keep the same conf
@@ -172,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = compose_config(overrides, named.get("study"), named.get("variant"), named.get("seed"), conf_dir)
             train(cfg)
     except UserError as e:
-        print(f"cnnlab-train: error: {e}", file=sys.stderr)
+        print(f"cnnlab-train: error: {redact_text(str(e))}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
         print(f"cnnlab-train: error: {e}", file=sys.stderr)
@@ -180,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         message = storage_error_message(e)
         if message is None:
-            raise
+            print(redacted_traceback(e), file=sys.stderr)
+            return 1
         print(f"cnnlab-train: error: {message}", file=sys.stderr)
         return 4
     return 0

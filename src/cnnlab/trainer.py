@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
 
-from cnnlab.checkpoint import SafeCheckpointIO
+from cnnlab.checkpoint import RelocatableCheckpoint, SafeCheckpointIO
 from cnnlab.models import Network
 from cnnlab.rundir import RunDir
 
@@ -73,11 +73,11 @@ def channels_last(cfg, net: Network) -> bool:
 def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback]) -> tuple[pl.Trainer, ModelCheckpoint]:
     """The Trainer, and the callback that keeps the best checkpoint (by val/acc)."""
     t = cfg.trainer
-    best = ModelCheckpoint(dirpath=run_dir.checkpoints, filename="best", monitor="val/acc", mode="max",
+    best = RelocatableCheckpoint(dirpath=run_dir.checkpoints, filename="best", monitor="val/acc", mode="max",
                            enable_version_counter=False)
     # last.ckpt after every epoch, for resuming. Not `save_last=True` on the one above: that writes
     # last.ckpt only in epochs where best.ckpt improved, so a resume could repeat several epochs.
-    latest = ModelCheckpoint(dirpath=run_dir.checkpoints, filename="last", monitor=None, save_top_k=1,
+    latest = RelocatableCheckpoint(dirpath=run_dir.checkpoints, filename="last", monitor=None, save_top_k=1,
                              enable_version_counter=False)
     trainer = pl.Trainer(
         max_epochs=t.max_epochs,

@@ -1,21 +1,36 @@
 # Shared by every rule: the study (from conf/study/), the tracking store, the file layout.
+#
+# Nothing absolute and nothing secret is a rule's parameter: params are rerun triggers (an absolute
+# path would rerun every job after the project folder moves) and, like shell commands, they are
+# printed and kept in .snakemake/metadata. Absolute paths go into shell commands quoted ({x:q}).
+import os
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from cnnlab.config import fingerprint
+from cnnlab.config import check_accelerator, fingerprint
 from cnnlab.errors import UserError
+from cnnlab.preprocess import check_prepared
+from cnnlab.redaction import redact
+from cnnlab.relocation import relocate_artifacts
 from cnnlab.report.registry import figures as report_figures
 from cnnlab.study import compose_config, load_study
 from cnnlab.tracking import resolve_uri
 
 
 validate(config, "../schemas/config.schema.yaml")
+if config["val_size"] >= config["train_records"]:
+    raise WorkflowError(
+        f"val_size ({config['val_size']}) must be smaller than train_records ({config['train_records']}); "
+        "the validation images are taken from the training records."
+    )
 
 REPO = Path(workflow.basedir)
 CONF_DIR = REPO / "conf"
+# conf/ as a rule's parameter: relative to the working directory, so it survives a move.
+CONF_DIR_PARAM = os.path.relpath(CONF_DIR)
 # Jobs run the same interpreter as Snakemake, so an un-activated virtual environment works too.
 PYTHON = sys.executable
 
@@ -29,17 +44,25 @@ try:
     # Compose every variant now, so a bad override stops the workflow before any job starts; its
     # fingerprint is a parameter of its training jobs, so an edit to conf/ re-runs exactly those.
     # (A rate chosen by the sweep is not in it: the chosen rates file is an input of those jobs.)
-    FINGERPRINTS = {
-        (s.name, v): fingerprint(compose_config(study=s.name, variant=v, conf_dir=CONF_DIR))
+    CONFIGS = {
+        (s.name, v): compose_config(study=s.name, variant=v, conf_dir=CONF_DIR)
         for s in STUDIES.values()
         for v in s.variants
     }
+    FINGERPRINTS = {key: fingerprint(cfg) for key, cfg in CONFIGS.items()}
     # The report's figures, built-in and the study's own (report.modules): each one is an output.
     FIGURES = report_figures(STUDY)
 except UserError as e:
     raise WorkflowError(f"{e} (study file conf/study/{config['study']}.yaml)") from None
 
-TRACKING_URI = resolve_uri(config["tracking_uri"], "results/mlflow.db")
+# The store: MLFLOW_TRACKING_URI, else tracking_uri, else results/mlflow.db (relative: it moves with
+# the folder). Jobs read it from the environment, never from params or a command line, since it may
+# carry a password; TRACKING_STORE, without credentials, is what a rule may show.
+TRACKING_URI = resolve_uri(config["tracking_uri"])
+os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI
+TRACKING_STORE = redact(TRACKING_URI)
+if TRACKING_URI.startswith("sqlite:///"):
+    relocate_artifacts(TRACKING_URI.removeprefix("sqlite:///"))
 
 
 def count_local_gpus() -> int:
@@ -60,9 +83,27 @@ if workflow.local_exec and "gpu" not in workflow.global_resources:
     if LOCAL_GPUS > 0:
         workflow.register_resource("gpu", LOCAL_GPUS)
 
+# A run that asks for a GPU (or another accelerator) this machine lacks stops here, before any job.
+# Under a cluster executor the jobs run elsewhere, on nodes the scheduler chooses.
+if workflow.local_exec:
+    try:
+        gpus = count_local_gpus()
+        for (study_name, variant), cfg in CONFIGS.items():
+            check_accelerator(cfg, gpus)
+    except UserError as e:
+        raise WorkflowError(f"{e} (variant {variant} of conf/study/{study_name}.yaml)") from None
+
 ARCHIVE = "resources/cifar-10-binary.tar.gz"
 ARRAYS = "results/data/cifar10.npz"
 STATS = "results/data/cifar10.json"
+
+# A damaged prepared data set (cut short, overwritten) stops the workflow with the exact fix,
+# before any job reads it.
+if Path(ARRAYS).exists() and Path(STATS).exists():
+    try:
+        check_prepared(ARRAYS)
+    except UserError as e:
+        raise WorkflowError(str(e)) from None
 RUN_DIR = "results/{study}/runs/{variant}/seed{seed}"
 
 
@@ -89,6 +130,23 @@ def learning_rates(wildcards):
     """The rates a study's sweep chose, for the runs of a study that takes them (tune_lr)."""
     sweep = STUDIES[wildcards.study].tune_lr
     return [LEARNING_RATES.format(study=sweep)] if sweep else []
+
+
+def runs_folders():
+    """Every study's folder of run folders (results/<study>/runs)."""
+    return [Path("results", name, "runs") for name in STUDIES]
+
+
+def close_abandoned_runs():
+    """Mark KILLED the MLflow runs of jobs that were killed outright (cnnlab.abandoned_runs)."""
+    from cnnlab.abandoned_runs import close_abandoned_runs as close
+
+    try:
+        close(TRACKING_URI, runs_folders())
+    except Exception as e:  # the store may be what failed: a warning, never a second error
+        from cnnlab.tracking import first_line
+
+        print(f"cnnlab: warning: could not close abandoned MLflow runs ({first_line(e, TRACKING_URI)})", file=sys.stderr)
 
 
 def announce_training_jobs():

@@ -27,8 +27,8 @@ rule build_report:
         claims=report(f"{REPORT_DIR}/claims.csv", caption="../report/claims.rst", category="Report"),
         **REPORT_FIGURES,
     params:
-        uri=TRACKING_URI,
-        conf_dir=CONF_DIR,
+        store=TRACKING_STORE,  # without credentials; the job reads the URI from the environment
+        conf_dir=CONF_DIR_PARAM,
     log:
         "logs/{study}/build_report.log",
     script:

@@ -6,7 +6,7 @@ rule init_tracking:
     output:
         info="results/{study}/tracking.json",
     params:
-        uri=TRACKING_URI,
+        store=TRACKING_STORE,  # without credentials; the job reads the URI from the environment
         artifact_root="results/mlartifacts/{study}",
     log:
         "logs/{study}/init_tracking.log",

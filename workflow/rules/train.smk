@@ -10,8 +10,6 @@ rule train_variant:
         result=RUN_DIR + "/result.json",
     params:
         run_dir=RUN_DIR,
-        conf_dir=CONF_DIR,
-        uri=TRACKING_URI,
         config_fingerprint=variant_fingerprint,
     log:
         "logs/{study}/train/{variant}-seed{seed}.log",
@@ -22,10 +20,12 @@ rule train_variant:
         gpu=1,
         mem_mb=4000,
         runtime=120,
+    # The tracking store comes from the environment (MLFLOW_TRACKING_URI, common.smk). Every path
+    # here but conf/ is relative and made of safe names (wildcard_constraints).
     shell:
-        "OMP_NUM_THREADS={threads} {PYTHON} -m cnnlab.train --config-dir {params.conf_dir}"
+        "OMP_NUM_THREADS={threads} {PYTHON:q} -m cnnlab.train --config-dir {CONF_DIR:q}"
         " study={wildcards.study} variant={wildcards.variant} seed={wildcards.seed}"
-        " run.dir={params.run_dir} data.arrays={input.arrays} tracking.uri='{params.uri}'"
+        " run.dir={params.run_dir} data.arrays={input.arrays}"
         " run.learning_rates='{input.learning_rates}'"
         " trainer.threads={threads} trainer.progress_bar=false"
         " > {log} 2>&1"

@@ -6,7 +6,7 @@ rule choose_learning_rates:
     output:
         rates=LEARNING_RATES,
     params:
-        conf_dir=CONF_DIR,
+        conf_dir=CONF_DIR_PARAM,
     log:
         "logs/{study}/choose_learning_rates.log",
     script:

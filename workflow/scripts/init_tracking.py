@@ -1,9 +1,9 @@
 from cnnlab.jobs import run_step
-from cnnlab.tracking import init_study_tracking
+from cnnlab.tracking import init_study_tracking, resolve_uri
 
 run_step(
     snakemake,
     lambda s: init_study_tracking(
-        s.params.uri, s.wildcards.study, s.params.artifact_root, s.input.stats, s.output.info
+        resolve_uri(), s.wildcards.study, s.params.artifact_root, s.input.stats, s.output.info
     ),
 )

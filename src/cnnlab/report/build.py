@@ -107,16 +107,26 @@ def build_report(tracking_uri: str, study_name: str, conf_dir, arrays_path, out_
 
 
 def _log_report_run(client, study_name: str, out: Path, table) -> str | None:
+    # The files on disk are the report; the MLflow copy is a convenience, so its store gets a short
+    # wait (s), and a run that could not be completed is marked FAILED rather than left RUNNING.
+    def retry(fn, *args, **kwargs):
+        return tracking.with_retry(fn, *args, wait_s=30, doing="logging the report", **kwargs)
+
+    run_id = None
     try:
-        run = client.create_run(
-            experiment_id(client, study_name), run_name="report", tags={"cnnlab.kind": "report", "study": study_name}
-        )
+        run = retry(client.create_run, experiment_id(client, study_name), run_name="report",
+                    tags={"cnnlab.kind": "report", "study": study_name})
         run_id = run.info.run_id
-        client.log_metric(run_id, "variants_ok", float((table.status == "ok").sum()))
+        retry(client.log_metric, run_id, "variants_ok", float((table.status == "ok").sum()))
         for name in ("report.html", "summary.csv", "summary.md"):
-            client.log_artifact(run_id, str(out / name))
-        client.set_terminated(run_id, "FINISHED")
+            retry(client.log_artifact, run_id, str(out / name))
+        retry(client.set_terminated, run_id, "FINISHED")
         return run_id
-    except Exception as e:  # the files on disk are the report; the MLflow copy is a convenience
-        log.warning("could not log the report to MLflow: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except Exception as e:
+        log.warning("could not log the report to MLflow: %s", tracking.first_line(e))
+        if run_id is not None:
+            try:
+                retry(client.set_terminated, run_id, "FAILED")
+            except Exception:
+                log.warning("could not mark the report run %s as FAILED", run_id)
         return None

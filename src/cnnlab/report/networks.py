@@ -64,10 +64,23 @@ def download(client: MlflowClient, run_id: str, artifact: str, dst: Path) -> Pat
         return None
 
 
+def read_config(path: Path | None, run_id: str):
+    """A downloaded config.yaml, or None (with a note in the log) when it is absent or damaged."""
+    if path is None:
+        return None
+    try:
+        cfg = OmegaConf.load(path)
+        cfg.model  # noqa: B018 (a config without a model is not one cnnlab wrote)
+        return cfg
+    except Exception as e:  # not YAML, not a mapping, cut short
+        log.warning("run %s: its config.yaml artifact is damaged (%s); figures that need it are left out",
+                    run_id, type(e).__name__)
+        return None
+
+
 def load_config(client: MlflowClient, run_id: str):
     with tempfile.TemporaryDirectory() as tmp:
-        path = download(client, run_id, "config.yaml", Path(tmp))
-        return OmegaConf.load(path) if path else None
+        return read_config(download(client, run_id, "config.yaml", Path(tmp)), run_id)
 
 
 def num_classes(state_dict: dict) -> int:
@@ -80,14 +93,20 @@ def load_trained(client: MlflowClient, record: RunRecord) -> TrainedNet | None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = download(client, record.run_id, "config.yaml", Path(tmp))
         ckpt_path = download(client, record.run_id, "checkpoints/best.ckpt", Path(tmp))
-        if cfg_path is None or ckpt_path is None:
+        cfg = read_config(cfg_path, record.run_id)
+        if cfg is None or ckpt_path is None:
             return None
-        cfg = OmegaConf.load(cfg_path)
-        state = load_state_dict(ckpt_path)
+        try:
+            state = load_state_dict(ckpt_path)
+        except Exception as e:  # cut short, not a torch file, not weights: never loaded unsafely
+            log.warning("run %s: its checkpoints/best.ckpt artifact is damaged (%s); figures that need this "
+                        "network show why they are missing", record.run_id, type(e).__name__)
+            return None
     try:
         net = build_network(cfg.model, num_classes=num_classes(state))
         net.load_state_dict(state)
-    except (UserError, RuntimeError) as e:  # an older cnnlab's config, or weights of another shape
+    except (UserError, RuntimeError, IndexError, KeyError, TypeError, ValueError) as e:
+        # an older cnnlab's config, weights of another shape, or a damaged one
         log.info("run %s: its network cannot be rebuilt (%s)", record.run_id, str(e).splitlines()[0])
         return None
     net.eval()
@@ -109,8 +128,8 @@ def first_layer_counts(client: MlflowClient, records: list[RunRecord]) -> dict[s
         try:
             if cfg is not None:
                 counts[variant] = first_layer_params(build_network(cfg.model))
-        except UserError as e:  # a config this version cannot build (say, from an older cnnlab)
-            log.info("run %s: no network from its config.yaml (%s)", run.run_id, e)
+        except (UserError, TypeError, ValueError, KeyError) as e:  # an older cnnlab's config, or a damaged one
+            log.info("run %s: no network from its config.yaml (%s)", run.run_id, str(e).splitlines()[0] if str(e) else e)
     return counts
 
 
@@ -146,8 +165,13 @@ def confusion_matrix(
     with tempfile.TemporaryDirectory() as tmp:
         path = download(client, trained.run_id, "confusion_matrix.csv", Path(tmp))
         if path is not None:
-            cm = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, n + 1), dtype=np.int64, ndmin=2)
-            if cm.shape == (n, n):
+            try:
+                cm = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, n + 1), dtype=np.int64, ndmin=2)
+            except ValueError as e:  # a damaged file: recomputed below
+                log.warning("run %s: its confusion_matrix.csv artifact is damaged (%s); recomputing it",
+                            trained.run_id, str(e).splitlines()[0][:100] if str(e) else type(e).__name__)
+                cm = None
+            if cm is not None and cm.shape == (n, n):
                 return cm
     pred = trained.predict(x, stats).numpy()
     cm = np.zeros((n, n), dtype=np.int64)

@@ -1,0 +1,65 @@
+"""MLflow runs whose job ended without closing them (SIGKILL, a lost node) are marked KILLED.
+
+A training job closes its own run however it fails, but a process killed outright runs no code. The
+workflow calls this before its jobs start and after one failed: every job of this project folder
+has ended then (Snakemake's lock keeps a second workflow out), so a run that its folder names and
+that is still RUNNING has no job left. A resumed job reopens it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from cnnlab.redaction import redact
+
+log = logging.getLogger(__name__)
+
+REASON = ("its job ended without closing the run (killed, or its machine was lost); run the workflow again to "
+          "resume it")
+
+
+def abandoned_candidates(runs_folders: list[Path], uri: str) -> list[str]:
+    """Run ids named by unfinished run folders (state.json without result.json) that used this store."""
+    found = []
+    for folder in runs_folders:
+        for state_file in sorted(Path(folder).glob("*/seed*/state.json")):
+            if (state_file.parent / "result.json").exists():
+                continue
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if state.get("mlflow_run_id") and redact(state.get("tracking_uri", "")) == redact(uri):
+                found.append(state["mlflow_run_id"])
+    return found
+
+
+def close_abandoned_runs(uri: str, runs_folders: list[Path], wait_s: float = 30) -> list[str]:
+    """Mark KILLED every RUNNING run that an unfinished run folder names; return their ids.
+
+    Reads only the run folders when none is unfinished (no MLflow import, no store access).
+    """
+    candidates = abandoned_candidates(runs_folders, uri)
+    if not candidates:
+        return []
+    from mlflow.exceptions import MlflowException
+
+    from cnnlab import tracking
+
+    client = tracking.connect(uri, wait_s=wait_s)
+    closed = []
+    for run_id in candidates:
+        try:
+            run = tracking.with_retry(client.get_run, run_id, wait_s=wait_s, uri=uri)
+        except MlflowException:
+            continue  # gone from the store
+        if run.info.status != "RUNNING":
+            continue
+        tracking.set_tags(client, run_id, {"error": f"KILLED: {REASON}"}, wait_s=wait_s)
+        tracking.with_retry(client.set_terminated, run_id, "KILLED", wait_s=wait_s, doing="closing a run", uri=uri)
+        closed.append(run_id)
+    if closed:
+        log.warning("marked %d MLflow run(s) KILLED: %s", len(closed), REASON)
+    return closed

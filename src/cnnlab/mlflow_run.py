@@ -62,16 +62,18 @@ class TrainingRun:
         local_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" if uri.startswith("sqlite:") else None
         exp_id = tracking.ensure_experiment(self.client, experiment, local_root)
         state = run_dir.state()
-        previous = state.get("mlflow_run_id") if resuming and state.get("tracking_uri") == uri else None
+        same_store = state.get("tracking_uri") == tracking.redact(uri)  # the run folder keeps no credentials
+        previous = state.get("mlflow_run_id") if resuming and same_store else None
         params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
         name = f"{cfg.run.variant}-seed{cfg.seed}"
         self.run_id, self.last_step = tracking.start_or_resume_run(self.client, exp_id, previous, name, params, tags)
         on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
         tracking.set_tags(self.client, self.run_id, {"device": device_name(torch.device("cuda" if on_gpu else "cpu"))})
-        write_text(run_dir.config_file, OmegaConf.to_yaml(cfg))
+        write_text(run_dir.config_file, tracking.redact_text(OmegaConf.to_yaml(cfg)))  # an artifact
         if self.last_step < 0:
             self.client.log_artifact(self.run_id, str(run_dir.config_file))
-        run_dir.save_state(fingerprint=fp, mlflow_run_id=self.run_id, tracking_uri=uri, experiment_id=exp_id)
+        run_dir.save_state(fingerprint=fp, mlflow_run_id=self.run_id, tracking_uri=tracking.redact(uri),
+                           experiment_id=exp_id)
 
     def callback(self) -> tracking.MlflowTracker:
         return tracking.MlflowTracker(self.client, self.run_id, self.last_step)
@@ -99,4 +101,4 @@ class TrainingRun:
             tracking.set_tags(self.client, self.run_id, {"error": f"{type(error).__name__}: {message}"[:4000]})
             self.client.set_terminated(self.run_id, status)
         except Exception as e:  # the store itself may be what failed; the original error matters more
-            log.warning("could not mark MLflow run %s as %s: %s", self.run_id, status, e)
+            log.warning("could not mark MLflow run %s as %s: %s", self.run_id, status, tracking.redact_text(str(e)))

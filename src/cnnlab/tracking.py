@@ -13,7 +13,6 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import pytorch_lightning as pl
 from mlflow import MlflowClient
@@ -37,15 +36,29 @@ def resolve_uri(configured: str = "", default_db: str | Path = DEFAULT_DB) -> st
     return f"sqlite:///{Path(default_db).resolve()}"
 
 
+# "user:password@" right after a URL's scheme, up to the last @ before the host (a password may hold an @)
+USERINFO = re.compile(r"(?<=://)[^/?#\s'\"<>]*@")
+# the value of a query parameter named like a secret: ?token=..., &password=...
+SECRET_QUERY = re.compile(rf"([?&][^=&#\s]*(?:{SECRET.pattern})[^=&#\s]*=)[^&#\s'\"<>]+", re.IGNORECASE)
+MIN_SECRET_CHARS = 6  # shorter environment values would blank ordinary words out of messages
+
+
+def known_secrets() -> list[str]:
+    """Values of environment variables named like secrets (MLFLOW_TRACKING_PASSWORD, ..._TOKEN, ...)."""
+    return [v for k, v in os.environ.items() if SECRET.search(k) and len(v) >= MIN_SECRET_CHARS]
+
+
+def redact_text(text: str) -> str:
+    """The text with the credentials of every URL in it removed and known secret values masked."""
+    text = SECRET_QUERY.sub(r"\1***", USERINFO.sub("", text))
+    for value in known_secrets():
+        text = text.replace(value, "***")
+    return text
+
+
 def redact(uri: str) -> str:
     """The URI without user name and password, for logs and tags."""
-    p = urlparse(uri)
-    if p.username or p.password:
-        host = p.hostname or ""
-        if p.port:
-            host = f"{host}:{p.port}"
-        return urlunparse(p._replace(netloc=host))
-    return uri
+    return redact_text(uri)
 
 
 def bound_http_waits(timeout_s: int) -> None:
@@ -58,13 +71,16 @@ def bound_http_waits(timeout_s: int) -> None:
 def connect(uri: str, timeout_s: int = 20) -> MlflowClient:
     """A client whose store answered; a clear UserError otherwise."""
     bound_http_waits(timeout_s)
+    if redact(uri) != uri:  # MLflow prints "View run ... at: <the URI>" for each finished run, credentials too
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as e:  # connection refused, timeouts, a broken database
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        # MLflow's message repeats the URL it called, credentials included.
+        first = redact_text(str(e).strip().splitlines()[0])[:300] if str(e).strip() else type(e).__name__
         raise UserError(
             f"The MLflow tracking store {redact(uri)} cannot be reached ({first}); start the server "
             "or fix MLFLOW_TRACKING_URI / tracking_uri, or train without tracking (tracking=none)."
@@ -118,14 +134,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 def safe_items(d: dict[str, str]) -> dict[str, str]:
-    """Drop anything that looks like a secret, and credentials inside URIs."""
-    out = {}
-    for k, v in d.items():
-        if SECRET.search(k):
-            continue
-        v = str(v)
-        out[k] = redact(v) if "://" in v else v
-    return out
+    """Drop anything named like a secret, and credentials inside URIs anywhere in a value."""
+    return {k: redact_text(str(v)) for k, v in d.items() if not SECRET.search(k)}
 
 
 class MlflowTracker(pl.Callback):

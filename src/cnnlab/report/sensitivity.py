@@ -85,6 +85,13 @@ def verdict(tables: dict[str, pd.DataFrame]) -> str:
         ("scale", "rescaling to 0.75x-1.25x"),
     ):
         mlp, cnn = (mean_relative_drop(tables[k], transform) for k in ("mlp", "cnn"))
+        hopeless = [k.upper() for k, d in (("mlp", mlp), ("cnn", cnn)) if np.isnan(d)]
+        if hopeless:  # no untouched image right: a drop relative to zero is undefined
+            sentences.append(
+                f"Under {what} no comparison can be made: the {' and the '.join(hopeless)} classified none of "
+                "the untouched images correctly."
+            )
+            continue
         confirmed = cnn < mlp
         sentences.append(
             f"Under {what} the MLP's accuracy {_change(mlp)} and the CNN's {_change(cnn)}, on average against "

@@ -22,7 +22,9 @@ from torch import nn
 
 from cnnlab.augment import PADDING_MODES
 from cnnlab.report.networks import TrainedNet
-from cnnlab.report.sensitivity import SCALES, SHIFTS, directions, evaluate, mean_relative_drop, rescale, verdict
+from cnnlab.report.sections.claims import less_sensitive
+from cnnlab.report.sections.position_scale import relative_drops, summary_sentences
+from cnnlab.report.sensitivity import SCALES, SHIFTS, directions, evaluate, mean_relative_drop, rescale
 
 SIZE = 16  # image height and width (pixels)
 NO_STATS: dict = {}  # "unit" normalization needs no mean/std
@@ -240,7 +242,7 @@ def test_mean_relative_drop_averages_every_changed_setting_and_skips_the_identit
     assert mean_relative_drop(table, "scale") == pytest.approx(float(np.mean((0.8 - scaled.acc) / 0.8)), abs=1e-6)
 
 
-# ---------------------------------------------------------------- verdict
+# ---------------------------------------------------------------- the report's words and claims
 
 
 def table_with_drops(shift: float, scale: float) -> pd.DataFrame:
@@ -253,58 +255,44 @@ def table_with_drops(shift: float, scale: float) -> pd.DataFrame:
     return table
 
 
-def test_the_verdict_states_both_drops_and_confirms_when_the_cnn_loses_less():
-    text = verdict({"mlp": table_with_drops(0.40, 0.25), "cnn": table_with_drops(0.10, 0.05)})
-    assert text.startswith(
-        "Under shifts of 1 to 8 pixels (all padding modes) the MLP's accuracy falls by 40.0% "
-        "and the CNN's falls by 10.0%"
-    )
-    assert "Under rescaling to 0.75x-1.25x the MLP's accuracy falls by 25.0% and the CNN's falls by 5.0%" in text
-    assert "this confirms the lecture's claim that the CNN is less sensitive to position" in text
-    assert "this confirms the lecture's claim that the CNN is less sensitive to scale" in text
-    assert "does not confirm" not in text
+def context(tables: dict[tuple[str, int], pd.DataFrame], architectures: dict[str, str]):
+    """A report context whose Problema 2 evaluations are the given tables."""
+    from cnnlab.report.context import ReportContext
+
+    table = pd.DataFrame({"variant": list(architectures), "architecture": list(architectures.values())})
+    ctx = ReportContext(study=None, conf_dir=".", out=".", client=None, records=[], table=table, nets={},
+                        x_test=None, y_test=None, stats={})
+    ctx.memo("sensitivity", lambda: tables)
+    return ctx
 
 
-def test_the_verdict_does_not_confirm_when_the_cnn_loses_as_much_or_more():
-    text = verdict({"mlp": table_with_drops(0.10, 0.20), "cnn": table_with_drops(0.30, 0.20)})
-    assert "the MLP's accuracy falls by 10.0% and the CNN's falls by 30.0%" in text
-    assert "this does not confirm the lecture's claim that the CNN is less sensitive to position" in text
-    # Equal drops are no evidence either way.
-    assert "the MLP's accuracy falls by 20.0% and the CNN's falls by 20.0%" in text
-    assert "this does not confirm the lecture's claim that the CNN is less sensitive to scale" in text
+def test_the_section_states_what_the_drops_show_whichever_way_they_point():
+    tables = {("mlp_bn", 0): table_with_drops(0.40, 0.25), ("mlp_bn", 1): table_with_drops(0.20, 0.15),
+              ("cnn_bn", 0): table_with_drops(0.10, 0.30), ("cnn_bn", 1): table_with_drops(0.10, 0.30)}
+    text = " ".join(summary_sentences(context(tables, {"mlp_bn": "dense", "cnn_bn": "convolutional"})))
+    # Means over seeds: the MLP drops 30% under shifts and 20% under rescaling, the CNN 10% and 30%.
+    assert "mlp_bn (dense, 2 seeds) keeps on average 70.0% of its accuracy under shifts of 1-8 pixels and 80.0%" in text
+    assert "cnn_bn loses less of its accuracy than mlp_bn under changes of position (10.0% against 30.0%)" in text
+    assert "cnn_bn loses more of its accuracy than mlp_bn under changes of scale (30.0% against 20.0%)" in text
 
 
-def test_the_verdict_says_rises_for_a_negative_drop_and_can_mix_outcomes():
-    text = verdict({"mlp": table_with_drops(0.30, -0.02), "cnn": table_with_drops(0.05, 0.10)})
-    assert "the MLP's accuracy falls by 30.0% and the CNN's falls by 5.0%" in text
-    assert "this confirms the lecture's claim that the CNN is less sensitive to position" in text
-    assert "the MLP's accuracy rises by 2.0% and the CNN's falls by 10.0%" in text
-    assert "this does not confirm the lecture's claim that the CNN is less sensitive to scale" in text
-
-
-def test_the_verdict_from_evaluated_networks_quotes_their_measured_drops():
-    x, y, _ = one_white_pixel_each()
-    tables = {
-        "mlp": evaluate(trained(HalvesNet()), x, y, NO_STATS),
-        "cnn": evaluate(trained(HalvesNet()), x, y, NO_STATS),
-    }
-    shift = mean_relative_drop(tables["mlp"], "shift")
-    text = verdict(tables)
-    assert f"the MLP's accuracy falls by {100 * shift:.1f}% and the CNN's falls by {100 * shift:.1f}%" in text
-    assert text.count("does not confirm") == 2  # the same network cannot be less sensitive than itself
-
-
-def test_the_verdict_needs_both_networks():
-    assert verdict({"mlp": table_with_drops(0.1, 0.1)}) == (
-        "Both a trained MLP and a trained CNN are needed to compare their sensitivity."
-    )
+def test_the_claims_pair_the_drops_by_seed():
+    tables = {("mlp_bn", 0): table_with_drops(0.40, 0.2), ("mlp_bn", 1): table_with_drops(0.30, 0.2),
+              ("cnn_bn", 0): table_with_drops(0.10, 0.2), ("cnn_bn", 1): table_with_drops(0.05, 0.2)}
+    ctx = context(tables, {"mlp_bn": "dense", "cnn_bn": "convolutional"})
+    assert relative_drops(ctx, "shift") == {"mlp_bn": pytest.approx({0: 0.40, 1: 0.30}),
+                                            "cnn_bn": pytest.approx({0: 0.10, 1: 0.05})}
+    rows = {r["claim"]: r for r in less_sensitive(ctx)}
+    position = rows["the CNN is less sensitive to position"]
+    assert position["model"] == "cnn_bn vs mlp_bn" and position["effect_mean"] == pytest.approx(27.5)  # points
+    assert rows["the CNN is less sensitive to scale"]["effect_mean"] == pytest.approx(0.0)
 
 
 def test_a_network_right_on_no_untouched_image_gives_no_percentage():
     x, y, _ = centred_stripes()
     hopeless = evaluate(trained(WidthNet()), x, 1 - WidthNet()(x.float() / 255).argmax(1), NO_STATS)
     assert (hopeless[hopeless["amount"] == 0.0].acc == 0).all() and hopeless.relative_drop.isna().all()
-    text = verdict({"mlp": table_with_drops(0.2, 0.1), "cnn": hopeless})
+    tables = {("mlp", 0): table_with_drops(0.2, 0.1), ("cnn", 0): hopeless}
+    text = " ".join(summary_sentences(context(tables, {"mlp": "dense", "cnn": "convolutional"})))
     assert "nan" not in text.lower()
-    assert "the CNN classified none of the untouched images correctly" in text
-    assert "confirms" not in text
+    assert "cnn classified none of the untouched images correctly" in text and "loses" not in text

@@ -20,8 +20,9 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
     arrays = tiny_prepared(tmp / "data")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    common = ["trainer.max_epochs=2", "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.progress_bar=false",
-              "trainer.threads=1", f"data.arrays={arrays}", f"tracking.uri={uri}", "optimizer=adam"]
+    common = ["trainer.max_epochs=2", "trainer.batch_size=32", "trainer.eval_batch_size=64",
+              "trainer.progress_bar=false", "trainer.threads=1", f"data.arrays={arrays}", f"tracking.uri={uri}",
+              "optimizer=adam"]
     runs = {}
     for name, overrides in {
         "mlp": ["model=mlp", "model.hidden=[32]"],

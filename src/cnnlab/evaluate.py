@@ -102,7 +102,8 @@ def load_network(run: FinishedRun) -> TrainedNet:
             f"({str(e).splitlines()[0]}); was the run folder reused for another config?"
         ) from None
     net.eval()
-    return TrainedNet(cfg.run.variant, int(cfg.seed), run.run_id or "", net, cfg, run.logged.get("test_acc", float("nan")))
+    logged_acc = run.logged.get("test_acc", float("nan"))
+    return TrainedNet(cfg.run.variant, int(cfg.seed), run.run_id or "", net, cfg, logged_acc)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from hydra._internal.utils import get_args_parser  # the parser @hydra.main itse
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, OverrideParseException
+from omegaconf import DictConfig
 
 from cnnlab import variants
 from cnnlab.errors import UserError
@@ -46,7 +47,11 @@ def prepare(argv: list[str]) -> list[str]:
     overrides = _parse(args.overrides)
     overrides = _expand_study(overrides, conf_dir)
     if not (args.help or args.hydra_help or args.info is not None):
-        _check_jobs(overrides, conf_dir, multirun=args.multirun)
+        configs = _check_jobs(overrides, conf_dir, multirun=args.multirun)
+        if configs and not (args.multirun or args.cfg):
+            # Hydra makes the run folder before the job starts and reports a failure with a
+            # traceback: make it here, where a read-only or full disk becomes one sentence.
+            Path(configs[0].run.dir).mkdir(parents=True, exist_ok=True)
     return [*flags, *(o.input_line for o in overrides)]
 
 
@@ -82,8 +87,8 @@ def _expand_study(overrides: list[Override], conf_dir: Path) -> list[Override]:
     return [*_parse(study_overrides(st, variant_chosen=bool(chosen))), *rest]
 
 
-def _check_jobs(overrides: list[Override], conf_dir: Path, multirun: bool) -> None:
-    """Compose and check each job's config, as Hydra will compose it: the first mistake as one sentence."""
+def _check_jobs(overrides: list[Override], conf_dir: Path, multirun: bool) -> list[DictConfig]:
+    """Each job's config, composed and checked as Hydra will compose it: the first mistake as one sentence."""
     choices = []
     for o in overrides:
         key = o.get_key_element()
@@ -105,9 +110,11 @@ def _check_jobs(overrides: list[Override], conf_dir: Path, multirun: bool) -> No
             try:
                 choices.append([f"{key}={value}" for value in o.sweep_string_iterator()])
             except HydraException:  # glob(): Hydra expands it from the group's options
-                return
+                return []
+    configs = []
     for job in itertools.product(*choices):
         cfg = compose_config(list(job), conf_dir=conf_dir)
+        configs.append(cfg)
         t = cfg.trainer
         if multirun and t.strategy in RELAUNCHING_STRATEGIES and (t.devices, t.num_nodes) != (1, 1):
             raise UserError(
@@ -115,3 +122,4 @@ def _check_jobs(overrides: list[Override], conf_dir: Path, multirun: bool) -> No
                 "under -m would start the whole sweep in each; run DDP jobs one at a time (without -m) or "
                 "through Snakemake."
             )
+    return configs

@@ -1,5 +1,7 @@
 """`cnnlab-train` as a Hydra application: --help, --cfg, -m sweeps, shell completion, variants as configs."""
 
+import shutil
+
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -106,3 +108,19 @@ def test_a_variant_config_composes_as_its_overrides_do(study):
         by_config = compose_config(study=study, variant=name)
         by_overrides = _compose([*st.overrides_for(name), f"run.study={study}", f"run.variant={name}"], CONF_DIR)
         assert OmegaConf.to_container(by_config) == OmegaConf.to_container(by_overrides), name
+
+
+def test_a_variant_that_chooses_a_group_twice_gets_the_last_choice(tmp_path):
+    """As on a command line: the study's optimizer=adam, then the variant's optimizer=sgd."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "study" / "twice.yaml").write_text(
+        "seeds: [0]\noverrides: [optimizer=adam, trainer.max_epochs=2]\nvariants:\n"
+        "  plain:\n    overrides: [model=mlp, optimizer=sgd, optimizer.lr=0.5, model=cnn, model=mlp]\n"
+    )
+    cfg = compose_config(study="twice", variant="plain", conf_dir=conf)
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.5
+    assert cfg.model._target_ == "cnnlab.models.mlp.MLP"
+    by_overrides = _compose([*load_study("twice", conf).overrides_for("plain"), "run.study=twice",
+                             "run.variant=plain"], conf)
+    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(by_overrides)

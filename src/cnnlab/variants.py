@@ -33,7 +33,7 @@ def as_config(overrides: Iterable[str], conf_dir: Path, where: str) -> dict:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as e:
         raise UserError(f"{where}: {str(e).splitlines()[0]}; fix the override in the study file.") from None
-    defaults: list = []
+    choices: dict[str, object] = {}  # defaults-list key -> choice; a later override of a group wins
     body = OmegaConf.create()
     for o in parsed:
         if o.is_delete() or o.is_sweep_override() or o.package is not None:
@@ -43,9 +43,13 @@ def as_config(overrides: Iterable[str], conf_dir: Path, where: str) -> dict:
             )
         key = o.key_or_group
         if "." not in key and (Path(conf_dir) / key).is_dir():  # a config group of conf/
-            defaults.append({f"/{key}" if o.is_add() else f"override /{key}": o.value()})
+            # In a defaults list the first override of a group would win; on a command line, the last.
+            choices.pop(f"/{key}", None)
+            choices.pop(f"override /{key}", None)
+            choices[f"/{key}" if o.is_add() else f"override /{key}"] = o.value()
         else:
             OmegaConf.update(body, key, o.value(), merge=True, force_add=True)
+    defaults = [{key: choice} for key, choice in choices.items()]
     return {"defaults": [*defaults, "_self_"], **OmegaConf.to_container(body)}
 
 

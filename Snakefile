@@ -40,7 +40,7 @@ onerror:
     # MLflow holds, so the failed variants show as failed. Skipped when training never started.
     if Path(ARRAYS).exists() and Path(f"results/{STUDY.name}/tracking.json").exists():
         shell(
-            "{PYTHON} -m cnnlab.report --uri '{TRACKING_URI}' --study {STUDY.name}"
+            "python -m cnnlab.report --uri '{TRACKING_URI}' --study {STUDY.name}"
             " --conf-dir {CONF_DIR} --arrays {ARRAYS} --out results/{STUDY.name}/report"
             " > logs/{STUDY.name}/build_report_after_error.log 2>&1"
             " || echo 'cnnlab: the report after the error could not be built; see logs/{STUDY.name}/build_report_after_error.log'"

@@ -98,6 +98,7 @@ def test_runs_of_the_same_family_and_optimizer_take_the_chosen_rate(conf, tmp_pa
     cfg = compose_config(["optimizer.lr=0.5", f"run.learning_rates={path}"], study="cpu", variant="mlp_l1",
                          conf_dir=conf)
     assert cfg.optimizer.lr == 0.5 and tuned_override(cfg, read_learning_rates(path), ["optimizer.lr=0.5"]) is None
+    assert tuned_override(cfg, read_learning_rates(path), []) == ("optimizer.lr", 0.1)
 
 
 def test_the_workflow_step_reads_result_files_and_refuses_a_sweep_that_all_diverged(conf, tmp_path):

@@ -1,4 +1,5 @@
 # Shared by every rule: the study (from conf/study/), the tracking store, the file layout.
+import os
 import sys
 from pathlib import Path
 
@@ -16,8 +17,21 @@ validate(config, "../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir)
 CONF_DIR = REPO / "conf"
-# Jobs run the same interpreter as Snakemake, so an un-activated virtual environment works too.
-PYTHON = sys.executable
+# Every job runs in the environment Snakemake runs in. This file imports cnnlab to read the
+# studies, so the workflow cannot even start outside that environment (environment.yml, or the
+# venv of the README). Hence no conda environment or container per rule, the one finding that
+# `snakemake --lint` reports and .ci/snakemake_lint.py allows. A per-rule environment would be a
+# second copy of the same packages, and an environment file cannot install this checkout
+# (Snakemake copies it under .snakemake/conda/ first); a named environment needs conda even to
+# record each job's metadata.
+#
+# Shell commands run `python`: the interpreter Snakemake runs on comes first on PATH, so an
+# un-activated virtual environment works too. Jobs on other machines (SLURM) get this PATH.
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)
@@ -64,6 +78,7 @@ ARCHIVE = "resources/cifar-10-binary.tar.gz"
 ARRAYS = "results/data/cifar10.npz"
 STATS = "results/data/cifar10.json"
 RUN_DIR = "results/{study}/runs/{variant}/seed{seed}"
+RUN_RESULT = f"{RUN_DIR}/result.json"
 
 
 wildcard_constraints:
@@ -82,7 +97,7 @@ def variant_fingerprint(wildcards):
 def study_results(wildcards):
     """Every training result of the study: one per (variant, seed)."""
     study = STUDIES[wildcards.study]
-    return expand(RUN_DIR + "/result.json", study=study.name, variant=list(study.variants), seed=study.seeds)
+    return expand(RUN_RESULT, study=study.name, variant=list(study.variants), seed=study.seeds)
 
 
 def learning_rates(wildcards):

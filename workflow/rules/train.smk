@@ -7,7 +7,7 @@ rule train_variant:
         tracking=rules.init_tracking.output.info,
         learning_rates=learning_rates,
     output:
-        result=RUN_DIR + "/result.json",
+        result=RUN_RESULT,
     params:
         run_dir=RUN_DIR,
         conf_dir=CONF_DIR,
@@ -23,7 +23,7 @@ rule train_variant:
         mem_mb=4000,
         runtime=120,
     shell:
-        "OMP_NUM_THREADS={threads} {PYTHON} -m cnnlab.train --config-dir {params.conf_dir}"
+        "OMP_NUM_THREADS={threads} python -m cnnlab.train --config-dir {params.conf_dir}"
         " study={wildcards.study} variant={wildcards.variant} seed={wildcards.seed}"
         " run.dir={params.run_dir} data.arrays={input.arrays} tracking.uri='{params.uri}'"
         " run.learning_rates='{input.learning_rates}'"

@@ -21,12 +21,12 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.build_report.output.html.format(study=STUDY.name),
         rules.build_report.output.summary.format(study=STUDY.name),
         # A sweep study's point: the rates it chooses.
         [LEARNING_RATES.format(study=STUDY.name)] if STUDY.sweep_key else [],
-    default_target: True
 
 
 onstart:

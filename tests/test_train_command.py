@@ -18,9 +18,13 @@ def test_help_lists_the_config_groups_and_their_options(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "== Configuration groups ==" in out
-    for line in ("model: cnn, fastcnn, mlp", "optimizer: adam, adamw, sgd, sgd_momentum",
-                 "schedule: constant, cosine, onecycle, plateau, step", "study: cpu, cpu_lr_sweep, lecture, lecture_lr_sweep, quick, smoke, speedrun",
-                 "trainer: ddp, default"):
+    for line in (
+        "model: cnn, fastcnn, mlp",
+        "optimizer: adam, adamw, sgd, sgd_momentum",
+        "schedule: constant, cosine, onecycle, plateau, step",
+        "study: cpu, cpu_lr_sweep, lecture, lecture_lr_sweep, quick, smoke, speedrun",
+        "trainer: ddp, default",
+    ):
         assert line in out
     assert "hydra/" not in out  # Hydra's own groups are under --hydra-help
     assert "trainer:\n  max_epochs: 10" in out  # the config, to override any key of

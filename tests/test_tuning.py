@@ -48,7 +48,9 @@ def test_a_cycle_of_extends_is_one_sentence(conf):
 
 def test_a_sweep_expands_each_variant_at_each_value_with_its_budget_last(conf):
     sweep = load_study("cpu_lr_sweep", conf)
-    assert set(sweep.variants) == {f"{f}_baseline_lr_{v}" for f in ("mlp", "cnn") for v in ("0_01", "0_03", "0_1", "0_3")}
+    assert set(sweep.variants) == {
+        f"{f}_baseline_lr_{v}" for f in ("mlp", "cnn") for v in ("0_01", "0_03", "0_1", "0_3")
+    }
     point = sweep.variants["cnn_baseline_lr_0_3"]
     assert (point.sweep_of, point.sweep_value, sweep.sweep_key, sweep.tune_lr) == (
         "cnn_baseline", 0.3, "optimizer.lr", None)

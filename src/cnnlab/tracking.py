@@ -166,7 +166,9 @@ def last_logged_step(client: MlflowClient, run_id: str) -> int:
     return max((m.step for m in history), default=-1)
 
 
-def start_or_resume_run(client, experiment_id: str, run_id: str | None, name: str, params: dict, tags: dict) -> tuple[str, int]:
+def start_or_resume_run(
+    client, experiment_id: str, run_id: str | None, name: str, params: dict, tags: dict
+) -> tuple[str, int]:
     """Continue run_id when the store still has it, else start a new run; return (run_id, last step)."""
     if run_id:
         try:
@@ -205,7 +207,9 @@ def quiet_mlflow():
         logger.setLevel(level)
 
 
-def init_study_tracking(uri: str, study: str, artifact_root: str | Path, stats_file: str | Path, info_out: str | Path) -> dict:
+def init_study_tracking(
+    uri: str, study: str, artifact_root: str | Path, stats_file: str | Path, info_out: str | Path
+) -> dict:
     """Create store and experiment, record the data preparation as a run, write the info file."""
     import json
 
@@ -216,13 +220,19 @@ def init_study_tracking(uri: str, study: str, artifact_root: str | Path, stats_f
     stats = json.loads(Path(stats_file).read_text())
     md5 = stats.get("archive_md5", "")
     found = client.search_runs(
-        [info["experiment_id"]], filter_string=f"tags.`cnnlab.kind` = 'prepare' and tags.data_md5 = '{md5}'", max_results=1
+        [info["experiment_id"]],
+        filter_string=f"tags.`cnnlab.kind` = 'prepare' and tags.data_md5 = '{md5}'",
+        max_results=1,
     )
     if not found:
-        run = client.create_run(info["experiment_id"], run_name="prepare_data", tags={"cnnlab.kind": "prepare", "study": study, "data_md5": md5})
+        run = client.create_run(
+            info["experiment_id"],
+            run_name="prepare_data",
+            tags={"cnnlab.kind": "prepare", "study": study, "data_md5": md5},
+        )
         params = {k: stats[k] for k in ("n_train", "n_val", "n_test", "val_size", "split_seed", "archive_md5")}
-        params.update({f"zscore_mean_{c}": round(m, 6) for c, m in zip("rgb", stats["mean"])})
-        params.update({f"zscore_std_{c}": round(s, 6) for c, s in zip("rgb", stats["std"])})
+        params.update({f"zscore_mean_{c}": round(m, 6) for c, m in zip("rgb", stats["mean"], strict=True)})
+        params.update({f"zscore_std_{c}": round(s, 6) for c, s in zip("rgb", stats["std"], strict=True)})
         client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         client.log_artifact(run.info.run_id, str(stats_file))
         client.set_terminated(run.info.run_id, "FINISHED")

@@ -35,8 +35,8 @@ from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.module import Classifier, NonFiniteLossError
 from cnnlab.rundir import RunDir
 from cnnlab.study import CONF_DIR, load_study, register_schema
-from cnnlab.tuning import apply_tuned_rate
 from cnnlab.trainer import build_trainer, channels_last, quiet_lightning
+from cnnlab.tuning import apply_tuned_rate
 
 log = logging.getLogger("cnnlab.train")
 

@@ -12,11 +12,12 @@ from cnnlab.report.registry import figures as report_figures
 from cnnlab.study import compose_config, load_study
 from cnnlab.tracking import resolve_uri
 
-
 validate(config, "../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir)
 CONF_DIR = REPO / "conf"
+
+
 # Every job runs in the environment Snakemake runs in. This file imports cnnlab to read the
 # studies, so the workflow cannot even start outside that environment (environment.yml, or the
 # venv of the README). Hence no conda environment or container per rule, the one finding that

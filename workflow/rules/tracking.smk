@@ -5,10 +5,10 @@ rule init_tracking:
         stats=rules.prepare_data.output.stats,
     output:
         info="results/{study}/tracking.json",
+    log:
+        "logs/{study}/init_tracking.log",
     params:
         uri=TRACKING_URI,
         artifact_root="results/mlartifacts/{study}",
-    log:
-        "logs/{study}/init_tracking.log",
     script:
         "../scripts/init_tracking.py"

@@ -8,11 +8,6 @@ rule train_variant:
         learning_rates=learning_rates,
     output:
         result=RUN_RESULT,
-    params:
-        run_dir=RUN_DIR,
-        conf_dir=CONF_DIR,
-        uri=TRACKING_URI,
-        config_fingerprint=variant_fingerprint,
     log:
         "logs/{study}/train/{variant}-seed{seed}.log",
     benchmark:
@@ -22,6 +17,11 @@ rule train_variant:
         gpu=1,
         mem_mb=4000,
         runtime=120,
+    params:
+        run_dir=RUN_DIR,
+        conf_dir=CONF_DIR,
+        uri=TRACKING_URI,
+        config_fingerprint=variant_fingerprint,
     shell:
         "OMP_NUM_THREADS={threads} python -m cnnlab.train --config-dir {params.conf_dir}"
         " study={wildcards.study} variant={wildcards.variant} seed={wildcards.seed}"

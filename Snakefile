@@ -21,12 +21,12 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.build_report.output.html.format(study=STUDY.name),
         rules.build_report.output.summary.format(study=STUDY.name),
         # A sweep study's point: the rates it chooses.
         [LEARNING_RATES.format(study=STUDY.name)] if STUDY.sweep_key else [],
-    default_target: True
 
 
 onstart:
@@ -45,7 +45,7 @@ onerror:
     close_abandoned_runs()
     if Path(ARRAYS).exists() and Path(f"results/{STUDY.name}/tracking.json").exists():
         shell(
-            "{PYTHON:q} -m cnnlab.report --study {STUDY.name}"
+            "python -m cnnlab.report --study {STUDY.name}"
             " --conf-dir {CONF_DIR:q} --arrays {ARRAYS} --out results/{STUDY.name}/report"
             " > logs/{STUDY.name}/build_report_after_error.log 2>&1"
             " || echo 'cnnlab: the report after the error could not be built; see logs/{STUDY.name}/build_report_after_error.log'"

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import require
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +47,10 @@ SERVER_START_TIMEOUT_S = 90  # `mlflow server` needs tens of seconds on 2 cores
 @pytest.fixture
 def chromium(tmp_path: Path):
     """A headless Chromium WebDriver with browser console logs enabled."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)")
+    require(
+        CHROMIUM.exists() and CHROMEDRIVER.exists(),
+        f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)",
+    )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

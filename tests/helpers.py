@@ -1,4 +1,4 @@
-"""Shared test helpers: tiny prepared data, a copy of the workflow, running real commands."""
+"""Shared test helpers: tiny prepared data, a copy of the workflow, running real commands, required facilities."""
 
 from __future__ import annotations
 
@@ -9,12 +9,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cnnlab.preprocess import prepare
 from tests.tiny_cifar import write_tiny_archive
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"  # .ci/run exports CI=true
+
+
+def require(available: bool, why: str) -> None:
+    """Go on if a test's real facility (tmpfs mount, SLURM, Chromium) is there; else skip saying why.
+
+    Under CI, which sets every facility up (root, .ci/slurm/start.sh, apt packages), a missing one
+    fails the test instead: a skip there would leave the run green without the real case.
+    """
+    __tracebackhide__ = True  # pytest reports the skip at the caller's line
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"CI must run this test's real case, but {why}", pytrace=False)
+    pytest.skip(why)
 
 
 def tiny_prepared(folder: Path, n_per_batch: int = 100, val_size: int = 100) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import importlib.util
 import io
 import socket
 import tarfile
@@ -15,6 +16,7 @@ import pytest
 
 from cnnlab.download import fetch_archive
 from cnnlab.errors import UserError
+from tests.helpers import require
 from tests.tiny_cifar import write_tiny_archive
 
 WRONG_MD5 = "0" * 32
@@ -74,7 +76,7 @@ def test_http_download_is_verified_and_placed(served, dest):
 
 
 def test_progress_bar_with_tqdm_does_not_break_the_download(served, dest, capsys):
-    pytest.importorskip("tqdm")
+    require(importlib.util.find_spec("tqdm") is not None, "tqdm is not installed (Lightning normally brings it)")
     root, base = served
     md5 = write_tiny_archive(root / "c.tar.gz")
     fetch_archive(f"{base}/c.tar.gz", md5, dest, retries=0)

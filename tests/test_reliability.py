@@ -35,8 +35,12 @@ variants:
     overrides: [model=mlp, optimizer=sgd, optimizer.lr=1e12, trainer.nan_check_every=1]
 """
 
-CROWD_STUDY = "seeds: [0]\noverrides: [trainer.max_epochs=3, \"model.hidden=[16]\", optimizer=adam]\nvariants:\n" + "".join(
-    f"  mlp_{i}:\n    adds: copy {i}\n    overrides: [model=mlp, optimizer.lr={0.001 * (i + 1)}]\n" for i in range(8)
+CROWD_STUDY = (
+    'seeds: [0]\noverrides: [trainer.max_epochs=3, "model.hidden=[16]", optimizer=adam]\nvariants:\n'
+    + "".join(
+        f"  mlp_{i}:\n    adds: copy {i}\n    overrides: [model=mlp, optimizer.lr={0.001 * (i + 1)}]\n"
+        for i in range(8)
+    )
 )
 
 
@@ -51,7 +55,9 @@ def _workflow(tmp_path, name, study, n_per_batch=100):
 
 
 def _sm(cmd, timeout=900):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 def _histories(client, run_id):
@@ -73,7 +79,9 @@ def test_sigkill_mid_epoch_then_rerun_resumes_the_same_run_with_identical_result
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.2)
             time.sleep(0.5)  # now inside epoch 2
-            pids = subprocess.run(["pgrep", "-f", f"cnnlab.train.*study={name}"], capture_output=True, text=True).stdout.split()
+            pids = subprocess.run(
+                ["pgrep", "-f", f"cnnlab.train.*study={name}"], capture_output=True, text=True
+            ).stdout.split()
             assert pids
             for pid in pids:
                 os.kill(int(pid), signal.SIGKILL)
@@ -109,7 +117,10 @@ def test_a_diverging_variant_fails_alone_and_the_report_shows_it(tmp_path):
     assert rows["mlp_ok"]["status"] == "ok" and rows["mlp_diverges"]["status"] == "failed"
     client = MlflowClient(f"sqlite:///{wd / 'results' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("faulty")
-    status = {r.data.tags["variant"]: r.info.status for r in client.search_runs([exp.experiment_id], "tags.`cnnlab.kind` = 'train'")}
+    status = {
+        r.data.tags["variant"]: r.info.status
+        for r in client.search_runs([exp.experiment_id], "tags.`cnnlab.kind` = 'train'")
+    }
     assert status == {"mlp_ok": "FINISHED", "mlp_diverges": "FAILED"}
 
 
@@ -117,7 +128,9 @@ def test_eight_jobs_at_once_on_one_sqlite_store_lose_nothing(tmp_path):
     wd, base, config = _workflow(tmp_path, "crowd", CROWD_STUDY)
     prep = _sm([*base, "--cores", "2", *config, "--", "results/crowd/tracking.json"])
     assert prep.returncode == 0, prep.stderr[-3000:]
-    proc = _sm([*base, "--cores", "8", *config, "--", *[f"results/crowd/runs/mlp_{i}/seed0/result.json" for i in range(8)]])
+    proc = _sm(
+        [*base, "--cores", "8", *config, "--", *[f"results/crowd/runs/mlp_{i}/seed0/result.json" for i in range(8)]]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     logs = "".join(p.read_text() for p in (wd / "logs/crowd/train").glob("*.log"))
     assert "database is locked" not in logs
@@ -128,5 +141,8 @@ def test_eight_jobs_at_once_on_one_sqlite_store_lose_nothing(tmp_path):
     for r in runs:
         assert r.info.status == "FINISHED"
         for name in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_seconds"):
-            assert [m.step for m in client.get_metric_history(r.info.run_id, name)] == [0, 1, 2], (r.data.tags["variant"], name)
+            assert [m.step for m in client.get_metric_history(r.info.run_id, name)] == [0, 1, 2], (
+                r.data.tags["variant"],
+                name,
+            )
         assert "test/acc" in r.data.metrics

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import require
 from tests.tiny_cifar import write_tiny_archive
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +63,7 @@ def _rule_log_tails(work: Path, lines: int = 25) -> str:
 
 def test_smoke_study_runs_on_slurm(tmp_path):
     reason = _slurm_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require(reason is None, reason or "")
 
     archive = tmp_path / "cifar-10-tiny.tar.gz"
     md5 = write_tiny_archive(archive, n_per_batch=N_PER_BATCH)

@@ -35,7 +35,9 @@ def test_a_tiny_run_records_params_tags_metrics_and_artifacts(tmp_path, arrays):
     assert r.info.run_id == result["mlflow_run_id"] and r.info.status == "FINISHED"
     assert r.info.run_name == "cnn_baseline-seed0"
     assert TAGS <= set(r.data.tags), TAGS - set(r.data.tags)
-    assert r.data.tags["variant"] == "cnn_baseline" and r.data.tags["model"] == "cnn" and r.data.tags["adds"] == "baseline"
+    assert (
+        r.data.tags["variant"] == "cnn_baseline" and r.data.tags["model"] == "cnn" and r.data.tags["adds"] == "baseline"
+    )
     stats = read_json(arrays.with_suffix(".json"))
     assert r.data.tags["data_md5"] == stats["archive_md5"]
     assert json.loads(r.data.tags["zscore_mean"]) == pytest.approx(stats["mean"], abs=1e-6)
@@ -48,7 +50,13 @@ def test_a_tiny_run_records_params_tags_metrics_and_artifacts(tmp_path, arrays):
     assert r.data.metrics["test/acc"] == pytest.approx(result["test_acc"])
     assert r.data.metrics["train/l1_penalty"] > 0 and r.data.metrics["train/l2_penalty"] > 0
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
-    assert {"config.yaml", "confusion_matrix.csv", "confusion_matrix.png", "first_layer_filters.png", "checkpoints"} <= arts
+    assert {
+        "config.yaml",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "first_layer_filters.png",
+        "checkpoints",
+    } <= arts
     assert [a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
     cm = client.download_artifacts(r.info.run_id, "confusion_matrix.csv", str(tmp_path))
     counts = [list(map(int, line.split(",")[1:])) for line in open(cm).read().splitlines()[1:]]

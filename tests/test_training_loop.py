@@ -229,6 +229,8 @@ def test_the_gpu_settings_train_through_the_same_loop_on_the_cpu(tmp_path, array
 @pytest.mark.slow
 def test_torch_compile_trains_through_the_same_loop(tmp_path, arrays):
     # No dropout: compiled code draws its random masks from another generator.
-    result = train(run_config(tmp_path, arrays, "run", "trainer.compile=true", "trainer.max_epochs=2", "model.dropout=0"))
+    result = train(
+        run_config(tmp_path, arrays, "run", "trainer.compile=true", "trainer.max_epochs=2", "model.dropout=0")
+    )
     plain = train(run_config(tmp_path, arrays, "plain", "trainer.max_epochs=2", "model.dropout=0"))
     assert history(tmp_path, result, "train/loss") == pytest.approx(history(tmp_path, plain, "train/loss"), rel=1e-3)

@@ -48,7 +48,9 @@ def test_a_cycle_of_extends_is_one_sentence(conf):
 
 def test_a_sweep_expands_each_variant_at_each_value_with_its_budget_last(conf):
     sweep = load_study("cpu_lr_sweep", conf)
-    assert set(sweep.variants) == {f"{f}_baseline_lr_{v}" for f in ("mlp", "cnn") for v in ("0_01", "0_03", "0_1", "0_3")}
+    assert set(sweep.variants) == {
+        f"{f}_baseline_lr_{v}" for f in ("mlp", "cnn") for v in ("0_01", "0_03", "0_1", "0_3")
+    }
     point = sweep.variants["cnn_baseline_lr_0_3"]
     assert (point.sweep_of, point.sweep_value, sweep.sweep_key, sweep.tune_lr) == (
         "cnn_baseline", 0.3, "optimizer.lr", None)
@@ -71,9 +73,8 @@ def test_a_bad_sweep_is_one_sentence(conf, sweep, message):
 def chosen_rates(conf):
     """The choice from made-up validation accuracies: the MLP best at 0.1, the CNN at 0.03 (0.3 diverged)."""
     sweep = load_study("cpu_lr_sweep", conf)
-    acc = {"mlp_baseline_lr_0_01": [0.30], "mlp_baseline_lr_0_03": [0.35], "mlp_baseline_lr_0_1": [0.41],
-           "mlp_baseline_lr_0_3": [0.38], "cnn_baseline_lr_0_01": [0.20], "cnn_baseline_lr_0_03": [0.45, 0.47],
-           "cnn_baseline_lr_0_1": [0.44], "cnn_baseline_lr_0_3": [math.nan]}
+    acc = {"mlp_baseline_lr_0_03": [0.35], "mlp_baseline_lr_0_1": [0.41], "mlp_baseline_lr_0_3": [0.38],
+           "cnn_baseline_lr_0_03": [0.45, 0.47], "cnn_baseline_lr_0_1": [0.44], "cnn_baseline_lr_0_3": [math.nan]}
     return choose(sweep, acc, conf)
 
 
@@ -98,6 +99,7 @@ def test_runs_of_the_same_family_and_optimizer_take_the_chosen_rate(conf, tmp_pa
     cfg = compose_config(["optimizer.lr=0.5", f"run.learning_rates={path}"], study="cpu", variant="mlp_l1",
                          conf_dir=conf)
     assert cfg.optimizer.lr == 0.5 and tuned_override(cfg, read_learning_rates(path), ["optimizer.lr=0.5"]) is None
+    assert tuned_override(cfg, read_learning_rates(path), []) == ("optimizer.lr", 0.1)
 
 
 def test_the_workflow_step_reads_result_files_and_refuses_a_sweep_that_all_diverged(conf, tmp_path):

@@ -75,5 +75,8 @@ def test_a_bad_variant_stops_the_workflow_before_any_job_with_one_clear_line(tmp
     wd = copy_workflow(tmp_path / "wd", {"bad": "seeds: [0]\nvariants:\n  a:\n    overrides: [model=resnet]\n"})
     proc = snakemake(wd, "--dry-run", "--config", "study=bad")
     assert proc.returncode != 0
-    assert "Could not find 'model/resnet'; valid choices: cnn, fastcnn, mlp. (study file conf/study/bad.yaml)" in proc.stdout + proc.stderr
+    assert (
+        "Could not find 'model/resnet'; valid choices: cnn, fastcnn, mlp. (study file conf/study/bad.yaml)"
+        in proc.stdout + proc.stderr
+    )
     assert not (wd / "results").exists()

@@ -16,8 +16,7 @@ from cnnlab.redaction import redact
 
 log = logging.getLogger(__name__)
 
-REASON = ("its job ended without closing the run (killed, or its machine was lost); run the workflow again to "
-          "resume it")
+REASON = "its job ended without closing the run (killed, or its machine was lost); run the workflow again to resume it"
 
 
 def abandoned_candidates(runs_folders: list[Path], uri: str) -> list[str]:

@@ -66,7 +66,9 @@ def read_archive(archive: str | Path, train_records: int = 50000, test_records: 
             test = _records(read(TEST_FILE), TEST_FILE)
             classes = tuple(ln.strip() for ln in read(META_FILE).decode().splitlines() if ln.strip())
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"The archive {archive} is damaged or truncated ({e}); delete it and download it again.") from None
+        raise UserError(
+            f"The archive {archive} is damaged or truncated ({e}); delete it and download it again."
+        ) from None
     if len(classes) != 10:
         raise UserError(f"{META_FILE} in {archive} names {len(classes)} classes; CIFAR-10 has 10.")
     x_train = np.concatenate([x for x, _ in train])

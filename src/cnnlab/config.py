@@ -22,8 +22,9 @@ from cnnlab.errors import UserError
 class RunInfo:
     study: str = "adhoc"
     variant: str = "adhoc"
-    dir: str = "results/adhoc/runs/adhoc/seed0"
+    dir: str = "results/adhoc/runs/adhoc/seed0"  # under -m: each job's folder in Hydra's sweep folder
     learning_rates: str = ""  # a sweep's chosen rates (JSON, see cnnlab.tuning); empty: the config's own
+    sweep: str = ""  # the sweep folder of a run started by `cnnlab-train -m` (MLflow tag cnnlab.sweep)
 
 
 @dataclass
@@ -231,6 +232,8 @@ def validate(cfg: DictConfig) -> DictConfig:
 
     check_known_keys(cfg)
     merged = cfg.copy()
+    if merged.seed < 0:
+        raise UserError(f"seed must be a non-negative integer, not {merged.seed}.")
     for key, allowed in CHOICES.items():
         value = str(OmegaConf.select(merged, key))
         if value not in allowed and value in ("True", "False"):

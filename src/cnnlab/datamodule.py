@@ -22,7 +22,9 @@ class ArrayDataModule(pl.LightningDataModule):
         if self.arrays is not None:
             return
         raw = load_arrays(self.cfg.data.arrays)
-        device = self.trainer.strategy.root_device if self.trainer and self.cfg.data.device_resident else torch.device("cpu")
+        device = (
+            self.trainer.strategy.root_device if self.trainer and self.cfg.data.device_resident else torch.device("cpu")
+        )
         zs = self.cfg.data.normalize == "zscore"
         mean, std = (self.stats["mean"], self.stats["std"]) if zs else (None, None)
         self.arrays = {}
@@ -33,7 +35,9 @@ class ArrayDataModule(pl.LightningDataModule):
     def train_dataloader(self):
         x, y = self.arrays["train"]
         t = self.cfg.trainer
-        batches = TrainBatches(x, y, t.batch_size, self.seed, self.cfg.augment, self.cfg.data.train_images, self.channels_last)
+        batches = TrainBatches(
+            x, y, t.batch_size, self.seed, self.cfg.augment, self.cfg.data.train_images, self.channels_last
+        )
         if self.trainer is not None and self.trainer.world_size > 1:
             batches.shard(self.trainer.global_rank, self.trainer.world_size)
         return batches

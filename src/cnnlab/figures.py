@@ -23,7 +23,15 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str = "Confusion
     ax.set_ylabel("true")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{frac[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title)
     fig.tight_layout()
@@ -47,7 +55,7 @@ def filters_figure(images: torch.Tensor, title: str = "First-layer filters"):
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.6, rows * 0.6 + 0.4), dpi=100, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img in zip(axes.flat, imgs):
+    for ax, img in zip(axes.flat, imgs, strict=False):  # the grid may have spare axes
         ax.imshow(img, interpolation="nearest")
     fig.suptitle(title, fontsize=9)
     return fig

@@ -46,7 +46,9 @@ def acquire_gpu_slot(n_gpus: int, lock_dir: Path = LOCK_DIR, wait_s: float = 360
             except Timeout:
                 continue
         if waited >= wait_s:
-            raise RuntimeError(f"all {n_gpus} GPU slots stayed busy for {wait_s:.0f} s; run with --resources gpu={n_gpus}")
+            raise RuntimeError(
+                f"all {n_gpus} GPU slots stayed busy for {wait_s:.0f} s; run with --resources gpu={n_gpus}"
+            )
         if waited == 0:
             log.info("all %d GPU slots are taken; waiting for one", n_gpus)
         time.sleep(1.0)

@@ -18,7 +18,9 @@ def run_step(job, fn) -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     if len(job.log):
         handlers.append(logging.FileHandler(str(job.log[0]), mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     redact_logs()
     try:

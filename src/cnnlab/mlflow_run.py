@@ -16,6 +16,7 @@ from cnnlab.atomic import write_text
 from cnnlab.errors import StoreError
 from cnnlab.models import Network, family_of
 from cnnlab.provenance import device_name, git_state, versions
+from cnnlab.redaction import redact, redact_text
 from cnnlab.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ class TrainingRun:
         local_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" if uri.startswith("sqlite:") else None
         exp_id = self._store("opening its experiment", tracking.ensure_experiment, self.client, experiment, local_root)
         state = run_dir.state()
-        store = tracking.redact(uri)  # what the run folder may keep: never a password
-        same_store = tracking.redact(state.get("tracking_uri", "")) == store
+        store = redact(uri)  # what the run folder may keep: never a password
+        same_store = redact(state.get("tracking_uri", "")) == store
         previous = state.get("mlflow_run_id") if resuming and same_store else None
         params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
         name = f"{cfg.run.variant}-seed{cfg.seed}"
@@ -82,9 +83,10 @@ class TrainingRun:
             self.run_id, self.last_step = tracking.start_or_resume_run(
                 self.client, exp_id, previous, name, params, tags, on_open=opened, wait_s=self.wait_s)
             on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
-            tracking.set_tags(self.client, self.run_id, {"device": device_name(torch.device("cuda" if on_gpu else "cpu"))},
+            device = device_name(torch.device("cuda" if on_gpu else "cpu"))
+            tracking.set_tags(self.client, self.run_id, {"device": device},
                               wait_s=self.wait_s)
-            write_text(run_dir.config_file, OmegaConf.to_yaml(cfg))
+            write_text(run_dir.config_file, redact_text(OmegaConf.to_yaml(cfg)))  # an artifact
             if self.last_step < 0:
                 self._store("saving its config", self.client.log_artifact, self.run_id, str(run_dir.config_file))
         except BaseException as e:

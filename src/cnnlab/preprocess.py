@@ -72,7 +72,9 @@ def prepare(
         with open(arrays_tmp, "wb") as f:
             np.savez(f, **arrays)
         Path(stats_tmp).write_text(json.dumps(stats, indent=2) + "\n")
-    log.info("prepared %d train / %d val / %d test images; mean %s std %s", len(tr), len(va), len(data.y_test), mean, std)
+    log.info(
+        "prepared %d train / %d val / %d test images; mean %s std %s", len(tr), len(va), len(data.y_test), mean, std
+    )
     return stats
 
 

@@ -16,11 +16,16 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2]
 def git_state(root: Path = SOURCE_ROOT) -> tuple[str, bool | None]:
     """(commit, dirty) of the checkout holding this package; ('unknown', None) outside git."""
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if commit.returncode:
             return "unknown", None
         status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return commit.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
@@ -51,7 +56,9 @@ def seconds_since_process_start() -> float | None:
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         start_ticks = int(fields[19])  # field 22 of proc(5), counted after the command name
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
         return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None

@@ -10,57 +10,45 @@ from __future__ import annotations
 import logging
 import os
 import re
-from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlunparse
+from urllib.parse import unquote, urlparse
 
 SECRET = re.compile(r"token|password|passwd|secret|credential|api[_-]?key|auth", re.IGNORECASE)
-
-
-def redact(uri: str) -> str:
-    """The URI without user name, password and secret-looking query values, for logs and tags."""
-    p = urlparse(uri)
-    if p.username or p.password:
-        host = p.hostname or ""
-        if p.port:
-            host = f"{host}:{p.port}"
-        p = p._replace(netloc=host)
-    if p.query and SECRET.search(p.query):
-        query = [(k, "***" if SECRET.search(k) else v) for k, v in parse_qsl(p.query, keep_blank_values=True)]
-        p = p._replace(query=urlencode(query, safe="*"))
-    return urlunparse(p)
-
-
-# scheme://user:password@ (or scheme://token@) inside any text, e.g. MLflow's "API request to ... failed"
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
-_SECRET_QUERY = re.compile(r"([?&][^=&\s]*(?:token|password|passwd|secret|credential|api[_-]?key|auth)[^=&\s]*=)[^&\s'\"]+",
-                           re.IGNORECASE)
-
-
-_NOT_SECRET = re.compile(r"AUTHOR|_SOCK$|_DIR$|_PATH$|_FILE$", re.IGNORECASE)
+# "user:password@" right after a URL's scheme, up to the last @ before the host (a password may hold an @)
+USERINFO = re.compile(r"(?<=://)[^/?#\s'\"<>]*@")
+# the value of a query parameter named like a secret: ?token=..., &password=...
+SECRET_QUERY = re.compile(rf"([?&][^=&#\s]*(?:{SECRET.pattern})[^=&#\s]*=)[^&#\s'\"<>]+", re.IGNORECASE)
+# Environment names that only look like secrets (GIT_AUTHOR_NAME, SSH_AUTH_SOCK, ...)
+NOT_SECRET = re.compile(r"AUTHOR|_SOCK$|_DIR$|_PATH$|_FILE$", re.IGNORECASE)
+MIN_SECRET_CHARS = 6  # shorter values would blank ordinary words out of messages
 
 
 def known_secrets(uri: str | None = None) -> set[str]:
-    """Literal secrets to scrub: the URI's password (and user name), and secret-named environment values."""
+    """Literal secrets to mask: a URI's password, and values of secret-named variables.
+
+    The variables are MLFLOW_TRACKING_PASSWORD, ..._TOKEN, AWS_SECRET_ACCESS_KEY and the like, and
+    the credentials inside MLFLOW_TRACKING_URI.
+    """
     found = set()
-    if uri:
-        p = urlparse(uri)
-        for part in (p.password, p.username):
-            if part:
-                found |= {part, unquote(part)}
-    for key in ("MLFLOW_TRACKING_URI",):
-        if os.environ.get(key) and os.environ[key] != uri:
-            found |= known_secrets(os.environ[key])
-    # Environment values named like secrets (MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY, ...);
-    # short values and names that only look alike (GIT_AUTHOR_NAME, SSH_AUTH_SOCK) would mangle logs.
-    found |= {v for k, v in os.environ.items() if SECRET.search(k) and not _NOT_SECRET.search(k) and len(v) >= 8}
-    return {s for s in found if len(s) >= 3}
+    for source in (uri, os.environ.get("MLFLOW_TRACKING_URI")):
+        if source:
+            password = urlparse(source).password
+            if password:
+                found |= {password, unquote(password)}
+    found |= {v for k, v in os.environ.items() if SECRET.search(k) and not NOT_SECRET.search(k)}
+    return {s for s in found if len(s) >= MIN_SECRET_CHARS}
 
 
 def redact_text(text: str, uri: str | None = None) -> str:
-    """Free text (an error message, a log line) without credentials from URLs or the environment."""
-    text = _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1", str(text)))
+    """The text with the credentials of every URL in it removed and known secret values masked."""
+    text = SECRET_QUERY.sub(r"\1***", USERINFO.sub("", str(text)))
     for secret in sorted(known_secrets(uri), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+def redact(uri: str) -> str:
+    """The URI without user name, password and secret query values, for logs, tags and rule parameters."""
+    return redact_text(uri, uri)
 
 
 class RedactingFilter(logging.Filter):

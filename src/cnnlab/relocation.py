@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 ARTIFACTS_FOLDER = "mlartifacts"
 # (table, column) holding absolute artifact locations in MLflow's schema
-LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"))
+LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+)
 
 
 def _path_of(location: str) -> PurePosixPath | None:

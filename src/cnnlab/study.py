@@ -261,15 +261,18 @@ def compose_config(
     seed: int | None = None,
     conf_dir: Path = CONF_DIR,
 ) -> DictConfig:
-    """Compose one run's config: defaults, then the study's and the variant's overrides, then ours."""
+    """Compose one run's config as `cnnlab-train study=... variant=... seed=... <overrides>` does, and check it."""
     all_overrides: list[str] = []
     if study is not None:
         st = load_study(study, conf_dir)
         if variant is not None:
-            all_overrides += [*st.overrides_for(variant), f"run.variant={variant}"]
-        else:
-            all_overrides += [*st.overrides]
-        all_overrides += [f"run.study={study}"]
+            from cnnlab import variants  # it builds on this module
+
+            variants.register(st, conf_dir, [variant])
+            all_overrides.append(f"variant={variant}")
+        all_overrides += study_overrides(st, variant_chosen=variant is not None)
+    elif variant is not None:
+        raise UserError(f"variant={variant} needs study= too, e.g. study=quick variant={variant}.")
     if seed is not None:
         all_overrides.append(f"seed={seed}")
     all_overrides += list(overrides)
@@ -278,12 +281,9 @@ def compose_config(
             raise UserError(_override_message(o, "it names no setting"))
     try:
         cfg = _compose(all_overrides, conf_dir)
-        if cfg.run.learning_rates:
-            from cnnlab.tuning import read_learning_rates, tuned_override
+        from cnnlab.tuning import apply_tuned_rate
 
-            extra = tuned_override(cfg, read_learning_rates(cfg.run.learning_rates), all_overrides)
-            if extra is not None:
-                cfg = _compose([*all_overrides, extra], conf_dir)
+        apply_tuned_rate(cfg, all_overrides, conf_dir)
     except OverrideParseException as e:
         raise UserError(_override_message(e.override, e.message)) from None
     except MissingConfigException as e:
@@ -296,9 +296,18 @@ def compose_config(
     return validate(cfg)
 
 
-def _compose(overrides: list[str], conf_dir: Path) -> DictConfig:
-    # The schema makes composition typed: a wrong type or an unknown key fails here.
+def study_overrides(study: Study, variant_chosen: bool) -> list[str]:
+    """What `study=<name>` stands for: the study's own overrides (a variant's config already holds them), its name."""
+    return [*([] if variant_chosen else study.overrides), f"run.study={study.name}"]
+
+
+def register_schema() -> None:
+    """The typed schema conf/config.yaml starts from: a wrong type or an unknown key fails in composition."""
     ConfigStore.instance().store(name="schema", node=RunConfig)
+
+
+def _compose(overrides: list[str], conf_dir: Path) -> DictConfig:
+    register_schema()
     with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 

@@ -47,11 +47,15 @@ def check_arguments(cfg, section: str, supplied: Iterable[str] = ()) -> Callable
     params = inspect.signature(target).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     accepted = [name for name, p in params.items() if name != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    settable = [name for name in accepted if name not in supplied and params[name].kind is not inspect.Parameter.VAR_KEYWORD]
+    settable = [
+        name for name in accepted if name not in supplied and params[name].kind is not inspect.Parameter.VAR_KEYWORD
+    ]
     for key in arguments(cfg):
         if key in supplied or (key not in accepted and not takes_any):
             name = getattr(target, "__qualname__", str(cfg["_target_"]))
-            raise UserError(f"Unknown config key '{section}.{key}' for {name}; valid keys there: {', '.join(settable)}.")
+            raise UserError(
+                f"Unknown config key '{section}.{key}' for {name}; valid keys there: {', '.join(settable)}."
+            )
     return target
 
 

@@ -57,6 +57,8 @@ def connect(uri: str, timeout_s: int = 20, wait_s: float = RETRY_S) -> MlflowCli
     """
     bound_http_waits(timeout_s)
     quiet_store_errors()
+    if redact(uri) != uri:  # MLflow prints "View run ... at: <the URI>" for each finished run, credentials too
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if uri.startswith("sqlite:///"):
         from cnnlab.relocation import relocate_artifacts
 
@@ -207,14 +209,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 def safe_items(d: dict[str, str]) -> dict[str, str]:
-    """Drop anything that looks like a secret, and credentials inside URIs."""
-    out = {}
-    for k, v in d.items():
-        if SECRET.search(k):
-            continue
-        v = str(v)
-        out[k] = redact(v) if "://" in v else v
-    return out
+    """Drop anything named like a secret, and credentials inside URIs anywhere in a value."""
+    return {k: redact_text(str(v)) for k, v in d.items() if not SECRET.search(k)}
 
 
 class MlflowTracker(pl.Callback):
@@ -309,7 +305,9 @@ def quiet_store_errors() -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
-def init_study_tracking(uri: str, study: str, artifact_root: str | Path, stats_file: str | Path, info_out: str | Path) -> dict:
+def init_study_tracking(
+    uri: str, study: str, artifact_root: str | Path, stats_file: str | Path, info_out: str | Path
+) -> dict:
     """Create store and experiment, record the data preparation as a run, write the info file."""
     import json
 
@@ -331,8 +329,8 @@ def init_study_tracking(uri: str, study: str, artifact_root: str | Path, stats_f
                     tags={"cnnlab.kind": "prepare", "study": study, "data_md5": md5})
         try:
             params = {k: stats[k] for k in ("n_train", "n_val", "n_test", "val_size", "split_seed", "archive_md5")}
-            params.update({f"zscore_mean_{c}": round(m, 6) for c, m in zip("rgb", stats["mean"])})
-            params.update({f"zscore_std_{c}": round(s, 6) for c, s in zip("rgb", stats["std"])})
+            params.update({f"zscore_mean_{c}": round(m, 6) for c, m in zip("rgb", stats["mean"], strict=True)})
+            params.update({f"zscore_std_{c}": round(s, 6) for c, s in zip("rgb", stats["std"], strict=True)})
             retry(client.log_batch, run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
             retry(client.log_artifact, run.info.run_id, str(stats_file))
             retry(client.set_terminated, run.info.run_id, "FINISHED")

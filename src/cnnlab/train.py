@@ -1,9 +1,11 @@
-"""Train one run: `python -m cnnlab.train study=quick variant=cnn_zscore seed=0 run.dir=results/...`.
+"""Train one run: `cnnlab-train study=quick variant=cnn_zscore seed=0 run.dir=results/...`.
 
-Every other argument is a Hydra override (`trainer.max_epochs=3`, `model=cnn`, ...); `--config-dir`
-points at another `conf/`. `train(cfg)` is the function tests and other code call directly.
-A job that is started again after an interruption resumes from its last checkpoint and continues
-the same MLflow run.
+`cnnlab-train` (or `python -m cnnlab.train`) is a Hydra application: every argument is an
+override (`trainer.max_epochs=3`, `model=cnn`, ...), `--help` lists the config groups, `--cfg job`
+prints the composed config, `-m` sweeps (`-m study=quick variant=mlp_all,cnn_all seed=0,1`),
+`--config-dir` puts another `conf/` first. `train(cfg)` is the function tests and other code call
+directly. A job that is started again after an interruption resumes from its last checkpoint and
+continues the same MLflow run.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from cnnlab import tracking
+from cnnlab import command_line, tracking
 from cnnlab.artifacts import write_run_artifacts
-from cnnlab.config import check_accelerator, fingerprint
+from cnnlab.atomic import write_text
+from cnnlab.config import check_accelerator, fingerprint, validate
 from cnnlab.datamodule import ArrayDataModule, load_stats
 from cnnlab.errors import UserError, storage_error_message
 from cnnlab.gpu import pin_to_free_gpu
@@ -32,8 +37,9 @@ from cnnlab.module import Classifier, NonFiniteLossError
 from cnnlab.preprocess import check_prepared
 from cnnlab.redaction import redact_logs, redact_text, redacted_traceback
 from cnnlab.rundir import RunDir
-from cnnlab.study import CONF_DIR, compose_config, load_study
+from cnnlab.study import CONF_DIR, load_study, register_schema
 from cnnlab.trainer import build_trainer, channels_last, quiet_lightning
+from cnnlab.tuning import apply_tuned_rate
 
 log = logging.getLogger("cnnlab.train")
 
@@ -70,8 +76,11 @@ def train(cfg: DictConfig) -> dict:
     run = None
     if cfg.tracking.enabled and rank_zero_only.rank == 0:
         tags = run_tags(cfg, net, stats, fp, _adds(cfg))
+        if cfg.run.sweep:
+            tags["cnnlab.sweep"] = cfg.run.sweep  # the runs of one `cnnlab-train -m` share it
         run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None)
     elif rank_zero_only.rank == 0:
+        write_text(run_dir.config_file, OmegaConf.to_yaml(cfg))  # what cnnlab-eval rebuilds the network from
         run_dir.save_state(fingerprint=fp)
 
     # From here on the run exists: every way out marks it FINISHED, FAILED or KILLED.
@@ -133,41 +142,52 @@ def _adds(cfg) -> str:
     if cfg.run.study == "adhoc" or cfg.run.variant == "adhoc":
         return ""
     try:
-        return load_study(cfg.run.study, _conf_dir()).variant(cfg.run.variant).adds
+        return load_study(cfg.run.study, command_line.conf_dir_in_use()).variant(cfg.run.variant).adds
     except UserError:
         return ""
 
 
-def _conf_dir() -> Path:
-    return Path(os.environ.get("CNNLAB_CONF_DIR", CONF_DIR))
+def _failure(error: BaseException) -> tuple[int, str] | None:
+    """Exit code and sentence for a failure the user can act on; None for a bug (its traceback is wanted)."""
+    if isinstance(error, UserError):
+        return 2, str(error)
+    if isinstance(error, NonFiniteLossError):
+        return 3, str(error)
+    message = storage_error_message(error)
+    return (4, message) if message is not None else None
 
 
-def parse_args(argv: list[str]) -> tuple[dict, list[str], Path]:
-    """Split `study=`, `variant=`, `seed=` and `--config-dir DIR` from Hydra overrides."""
-    named: dict = {}
-    overrides: list[str] = []
-    conf_dir = _conf_dir()
-    it = iter(argv)
-    for arg in it:
-        if arg in ("--config-dir", "-cd"):
-            conf_dir = Path(next(it, ""))
-        elif arg.startswith("--config-dir="):
-            conf_dir = Path(arg.split("=", 1)[1])
-        elif arg.split("=", 1)[0] in ("study", "variant", "seed") and "=" in arg:
-            key, value = arg.split("=", 1)
-            named[key] = value
-        elif arg in ("-h", "--help"):
-            print(__doc__)
-            sys.exit(0)
-        else:
-            overrides.append(arg)
-    if "seed" in named:
-        if not named["seed"].isdigit():
-            raise UserError(f"seed must be a non-negative integer, not '{named['seed']}'.")
-        named["seed"] = int(named["seed"])
-    if "variant" in named and "study" not in named:
-        raise UserError("variant= needs study= too, e.g. study=quick variant=cnn_baseline.")
-    return named, overrides, conf_dir
+def _exit_on_failure(error: BaseException, bug_traceback: bool = False) -> None:
+    failure = _failure(error)
+    if failure is None:
+        if bug_traceback:  # Hydra's own would print it with any credentials in it
+            print(redacted_traceback(error), file=sys.stderr)
+            raise SystemExit(1) from None
+        return
+    print(f"cnnlab-train: error: {redact_text(failure[1])}", file=sys.stderr)
+    raise SystemExit(failure[0]) from None  # past Hydra's handler, which would print a traceback
+
+
+_COMMAND_LINE: list[str] = []  # as typed: Lightning's DDP re-launches this command for each process
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def run_job(cfg: DictConfig) -> float | None:
+    """One job of `cnnlab-train`: Hydra's config, checked, trained; returns the test accuracy."""
+    redact_logs()  # Hydra has set up logging by now
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        with open_dict(cfg):
+            cfg.run.dir = os.path.join(hydra_cfg.sweep.dir, hydra_cfg.sweep.subdir)
+            cfg.run.sweep = hydra_cfg.sweep.dir
+    sys.argv = list(_COMMAND_LINE)
+    try:
+        apply_tuned_rate(cfg, list(hydra_cfg.overrides.task), command_line.conf_dir_in_use())
+        result = train(validate(cfg))
+    except Exception as e:
+        _exit_on_failure(e, bug_traceback=True)
+        raise
+    return result.get("test_acc")
 
 
 def _terminated(signum, frame) -> None:
@@ -176,29 +196,21 @@ def _terminated(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redact_logs()
+    """`cnnlab-train`: study= expanded and every job checked, then Hydra runs `run_job` once per job."""
     quiet_lightning()
     signal.signal(signal.SIGTERM, _terminated)
+    register_schema()
+    typed = list(sys.argv) if argv is None else [sys.argv[0], *argv]
+    _COMMAND_LINE[:] = typed
     try:
-        named, overrides, conf_dir = parse_args(sys.argv[1:] if argv is None else argv)
-        os.environ["CNNLAB_CONF_DIR"] = str(conf_dir)  # DDP re-launches this command: keep the same conf
         with tracking.quiet_mlflow():
-            cfg = compose_config(overrides, named.get("study"), named.get("variant"), named.get("seed"), conf_dir)
-            train(cfg)
-    except UserError as e:
-        print(f"cnnlab-train: error: {redact_text(str(e))}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"cnnlab-train: error: {e}", file=sys.stderr)
-        return 3
+            sys.argv = [typed[0], *command_line.prepare(typed[1:])]
+            run_job()
     except Exception as e:
-        message = storage_error_message(e)
-        if message is None:
-            print(redacted_traceback(e), file=sys.stderr)
-            return 1
-        print(f"cnnlab-train: error: {message}", file=sys.stderr)
-        return 4
+        _exit_on_failure(e)
+        raise
+    finally:
+        sys.argv = typed
     return 0
 
 

@@ -14,6 +14,8 @@ import math
 import statistics
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from cnnlab.atomic import write_text
 from cnnlab.errors import UserError
 from cnnlab.models import family_of
@@ -70,11 +72,27 @@ def read_learning_rates(path: str | Path) -> dict:
         ) from None
 
 
-def tuned_override(cfg, chosen: dict, explicit: list[str]) -> str | None:
-    """The override (e.g. 'optimizer.lr=0.03') a run takes from the sweep, or None when none applies."""
+def tuned_override(cfg, chosen: dict, explicit: list[str]) -> tuple[str, object] | None:
+    """(setting, value) a run takes from the sweep, or None when none applies to it."""
     entry = chosen.get(family_of(cfg.model))
     if entry is None or entry["value"] is None or str(cfg.optimizer["_target_"]) != entry["optimizer"]:
         return None
     if any(o.split("=", 1)[0].lstrip("+") == entry["setting"] for o in explicit):
-        return None  # the variant chose its own value
-    return f"{entry['setting']}={entry['value']}"
+        return None  # the variant, its study or the command line chose its own value
+    return entry["setting"], entry["value"]
+
+
+def apply_tuned_rate(cfg, overrides: list[str], conf_dir) -> None:
+    """Set the sweep's chosen value in cfg (still writable) when run.learning_rates names a choice that
+    applies; `overrides` are the command line's, the study's and the variant's own come from its file."""
+    if not cfg.run.learning_rates:
+        return
+    from cnnlab.study import load_study
+
+    explicit = list(overrides)
+    if cfg.run.study != "adhoc" and cfg.run.variant != "adhoc":
+        study = load_study(cfg.run.study, conf_dir)
+        explicit += [*study.overrides, *study.overrides_for(cfg.run.variant)]
+    tuned = tuned_override(cfg, read_learning_rates(cfg.run.learning_rates), explicit)
+    if tuned is not None:
+        OmegaConf.update(cfg, tuned[0], tuned[1], merge=False)

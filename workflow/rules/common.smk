@@ -19,7 +19,6 @@ from cnnlab.report.registry import figures as report_figures
 from cnnlab.study import compose_config, load_study
 from cnnlab.tracking import resolve_uri
 
-
 validate(config, "../schemas/config.schema.yaml")
 if config["val_size"] >= config["train_records"]:
     raise WorkflowError(
@@ -31,8 +30,23 @@ REPO = Path(workflow.basedir)
 CONF_DIR = REPO / "conf"
 # conf/ as a rule's parameter: relative to the working directory, so it survives a move.
 CONF_DIR_PARAM = os.path.relpath(CONF_DIR)
-# Jobs run the same interpreter as Snakemake, so an un-activated virtual environment works too.
-PYTHON = sys.executable
+
+
+# Every job runs in the environment Snakemake runs in. This file imports cnnlab to read the
+# studies, so the workflow cannot even start outside that environment (environment.yml, or the
+# venv of the README). Hence no conda environment or container per rule, the one finding that
+# `snakemake --lint` reports and .ci/snakemake_lint.py allows. A per-rule environment would be a
+# second copy of the same packages, and an environment file cannot install this checkout
+# (Snakemake copies it under .snakemake/conda/ first); a named environment needs conda even to
+# record each job's metadata.
+#
+# Shell commands run `python`: the interpreter Snakemake runs on comes first on PATH, so an
+# un-activated virtual environment works too. Jobs on other machines (SLURM) get this PATH.
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)
@@ -59,7 +73,8 @@ except UserError as e:
 # the folder). Jobs read it from the environment, never from params or a command line, since it may
 # carry a password; TRACKING_STORE, without credentials, is what a rule may show.
 TRACKING_URI = resolve_uri(config["tracking_uri"])
-os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI
+# Set for the jobs, not read: `envvars:` would demand it before the workflow starts.
+os.environ.update(MLFLOW_TRACKING_URI=TRACKING_URI)
 TRACKING_STORE = redact(TRACKING_URI)
 if TRACKING_URI.startswith("sqlite:///"):
     relocate_artifacts(TRACKING_URI.removeprefix("sqlite:///"))
@@ -105,6 +120,7 @@ if Path(ARRAYS).exists() and Path(STATS).exists():
     except UserError as e:
         raise WorkflowError(str(e)) from None
 RUN_DIR = "results/{study}/runs/{variant}/seed{seed}"
+RUN_RESULT = f"{RUN_DIR}/result.json"
 
 
 wildcard_constraints:
@@ -123,7 +139,7 @@ def variant_fingerprint(wildcards):
 def study_results(wildcards):
     """Every training result of the study: one per (variant, seed)."""
     study = STUDIES[wildcards.study]
-    return expand(RUN_DIR + "/result.json", study=study.name, variant=list(study.variants), seed=study.seeds)
+    return expand(RUN_RESULT, study=study.name, variant=list(study.variants), seed=study.seeds)
 
 
 def learning_rates(wildcards):
@@ -146,7 +162,9 @@ def close_abandoned_runs():
     except Exception as e:  # the store may be what failed: a warning, never a second error
         from cnnlab.tracking import first_line
 
-        print(f"cnnlab: warning: could not close abandoned MLflow runs ({first_line(e, TRACKING_URI)})", file=sys.stderr)
+        print(
+            f"cnnlab: warning: could not close abandoned MLflow runs ({first_line(e, TRACKING_URI)})", file=sys.stderr
+        )
 
 
 def announce_training_jobs():

@@ -1,11 +1,11 @@
 rule download_archive:
     output:
         archive=ARCHIVE,
+    log:
+        "logs/download_archive.log",
     params:
         url=config["data_url"],
         md5=config["data_md5"],
-    log:
-        "logs/download_archive.log",
     script:
         "../scripts/download_archive.py"
 
@@ -16,10 +16,10 @@ rule prepare_data:
     output:
         arrays=ARRAYS,
         stats=STATS,
+    log:
+        "logs/prepare_data.log",
     params:
         md5=config["data_md5"],
         layout={k: config[k] for k in ("train_records", "test_records", "val_size", "split_seed")},
-    log:
-        "logs/prepare_data.log",
     script:
         "../scripts/prepare_data.py"

@@ -21,15 +21,15 @@ rule build_report:
         arrays=rules.prepare_data.output.arrays,
         stats=rules.prepare_data.output.stats,
     output:
+        **REPORT_FIGURES,
         html=report(f"{REPORT_DIR}/report.html", caption="../report/report.rst", category="Report"),
         summary=report(f"{REPORT_DIR}/summary.csv", caption="../report/summary.rst", category="Report"),
         markdown=f"{REPORT_DIR}/summary.md",
         claims=report(f"{REPORT_DIR}/claims.csv", caption="../report/claims.rst", category="Report"),
-        **REPORT_FIGURES,
+    log:
+        "logs/{study}/build_report.log",
     params:
         store=TRACKING_STORE,  # without credentials; the job reads the URI from the environment
         conf_dir=CONF_DIR_PARAM,
-    log:
-        "logs/{study}/build_report.log",
     script:
         "../scripts/build_report.py"

@@ -5,10 +5,10 @@ rule init_tracking:
         stats=rules.prepare_data.output.stats,
     output:
         info="results/{study}/tracking.json",
+    log:
+        "logs/{study}/init_tracking.log",
     params:
         store=TRACKING_STORE,  # without credentials; the job reads the URI from the environment
         artifact_root="results/mlartifacts/{study}",
-    log:
-        "logs/{study}/init_tracking.log",
     script:
         "../scripts/init_tracking.py"

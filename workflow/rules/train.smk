@@ -7,10 +7,7 @@ rule train_variant:
         tracking=rules.init_tracking.output.info,
         learning_rates=learning_rates,
     output:
-        result=RUN_DIR + "/result.json",
-    params:
-        run_dir=RUN_DIR,
-        config_fingerprint=variant_fingerprint,
+        result=RUN_RESULT,
     log:
         "logs/{study}/train/{variant}-seed{seed}.log",
     benchmark:
@@ -20,10 +17,14 @@ rule train_variant:
         gpu=1,
         mem_mb=4000,
         runtime=120,
+    params:
+        run_dir=RUN_DIR,
+        conf_dir=CONF_DIR_PARAM,
+        config_fingerprint=variant_fingerprint,
     # The tracking store comes from the environment (MLFLOW_TRACKING_URI, common.smk). Every path
-    # here but conf/ is relative and made of safe names (wildcard_constraints).
+    # here is relative; all but conf/ are made of safe names (wildcard_constraints).
     shell:
-        "OMP_NUM_THREADS={threads} {PYTHON:q} -m cnnlab.train --config-dir {CONF_DIR:q}"
+        "OMP_NUM_THREADS={threads} python -m cnnlab.train --config-dir {params.conf_dir:q}"
         " study={wildcards.study} variant={wildcards.variant} seed={wildcards.seed}"
         " run.dir={params.run_dir} data.arrays={input.arrays}"
         " run.learning_rates='{input.learning_rates}'"

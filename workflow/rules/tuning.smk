@@ -5,9 +5,9 @@ rule choose_learning_rates:
         results=study_results,
     output:
         rates=LEARNING_RATES,
-    params:
-        conf_dir=CONF_DIR_PARAM,
     log:
         "logs/{study}/choose_learning_rates.log",
+    params:
+        conf_dir=CONF_DIR_PARAM,
     script:
         "../scripts/choose_learning_rates.py"

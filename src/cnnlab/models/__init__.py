@@ -24,7 +24,8 @@ def network_class(model_cfg) -> type[Network]:
     cls = target_of(model_cfg, "model")
     if not (isinstance(cls, type) and issubclass(cls, Network)):
         raise UserError(
-            f"model._target_ '{model_cfg['_target_']}' is not a cnnlab.models.Network subclass; derive the class from it."
+            f"model._target_ '{model_cfg['_target_']}' is not a cnnlab.models.Network subclass; "
+            "derive the class from it."
         )
     return cls
 

@@ -26,7 +26,7 @@ def dense_stack(sizes: list[int], act: str, batch_norm: bool, dropout: float) ->
     """[Linear -> (BatchNorm1d) -> activation -> (Dropout)] for each consecutive pair in sizes."""
     check_dropout(dropout)
     layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
         # A bias before batch norm is cancelled by its mean subtraction: leave it out.
         layers.append(nn.Linear(n_in, n_out, bias=not batch_norm))
         if batch_norm:

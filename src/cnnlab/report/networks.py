@@ -129,7 +129,8 @@ def first_layer_counts(client: MlflowClient, records: list[RunRecord]) -> dict[s
             if cfg is not None:
                 counts[variant] = first_layer_params(build_network(cfg.model))
         except (UserError, TypeError, ValueError, KeyError) as e:  # an older cnnlab's config, or a damaged one
-            log.info("run %s: no network from its config.yaml (%s)", run.run_id, str(e).splitlines()[0] if str(e) else e)
+            reason = str(e).splitlines()[0] if str(e) else e
+            log.info("run %s: no network from its config.yaml (%s)", run.run_id, reason)
     return counts
 
 

@@ -69,26 +69,3 @@ def mean_relative_drop(table: pd.DataFrame, transform: str) -> float:
     rows = table[table["transform"] == transform]
     identity = 0.0 if transform == "shift" else 1.0
     return float(rows[rows.amount != identity].relative_drop.mean())
-
-
-def _change(relative_drop: float) -> str:
-    return f"falls by {100 * relative_drop:.1f}%" if relative_drop >= 0 else f"rises by {-100 * relative_drop:.1f}%"
-
-
-def verdict(tables: dict[str, pd.DataFrame]) -> str:
-    """In words: does this run confirm that the CNN is less sensitive than the MLP?"""
-    if "mlp" not in tables or "cnn" not in tables:
-        return "Both a trained MLP and a trained CNN are needed to compare their sensitivity."
-    sentences = []
-    for transform, what in (
-        ("shift", "shifts of 1 to 8 pixels (all padding modes)"),
-        ("scale", "rescaling to 0.75x-1.25x"),
-    ):
-        mlp, cnn = (mean_relative_drop(tables[k], transform) for k in ("mlp", "cnn"))
-        confirmed = cnn < mlp
-        sentences.append(
-            f"Under {what} the MLP's accuracy {_change(mlp)} and the CNN's {_change(cnn)}, on average against "
-            f"the untouched images: this {'confirms' if confirmed else 'does not confirm'} the lecture's claim "
-            f"that the CNN is less sensitive to {'position' if transform == 'shift' else 'scale'}."
-        )
-    return " ".join(sentences)

@@ -17,7 +17,9 @@ def render(ctx) -> list[str]:
             "model": r.model,
             "variant": r.variant,
             "adds": r.adds,
-            "change (points)": "" if math.isnan(r.delta_mean) else f"{100 * r.delta_mean:+.2f} ± {100 * r.delta_std:.2f}",
+            "change (points)": ""
+            if math.isnan(r.delta_mean)
+            else f"{100 * r.delta_mean:+.2f} ± {100 * r.delta_std:.2f}",
             "seed pairs": r.n_pairs,
         }
         for r in ablation(ctx).itertuples()

@@ -118,5 +118,7 @@ def render(ctx) -> list[str]:
             "otherwise; with one seed there is no interval, and no verdict.",
             "note",
         ),
-        html.table(rows, [css.get(r["verdict"], "partial") for r in rows], text_columns=("claim", "compared", "verdict")),
+        html.table(
+            rows, [css.get(r["verdict"], "partial") for r in rows], text_columns=("claim", "compared", "verdict")
+        ),
     ]

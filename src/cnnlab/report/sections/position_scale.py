@@ -79,20 +79,27 @@ def summary_sentences(ctx) -> list[str]:
     shift, scale = relative_drops(ctx, "shift"), relative_drops(ctx, "scale")
     out = []
     for variant in shift:
+        s, c = _mean(shift[variant].values()), _mean(scale[variant].values())
+        if math.isnan(s) or math.isnan(c):  # a drop relative to zero correct images is undefined
+            out.append(f"{variant} classified none of the untouched images correctly, so its drops are undefined.")
+            continue
         out.append(
             f"{variant} ({architecture(ctx, variant)}, {len(shift[variant])} seeds) keeps on average "
-            f"{100 * (1 - _mean(shift[variant].values())):.1f}% of its accuracy under shifts of 1-8 pixels and "
-            f"{100 * (1 - _mean(scale[variant].values())):.1f}% under rescaling to 0.75x-1.25x."
+            f"{100 * (1 - s):.1f}% of its accuracy under shifts of 1-8 pixels and {100 * (1 - c):.1f}% under "
+            "rescaling to 0.75x-1.25x."
         )
     dense = [v for v in shift if architecture(ctx, v) == "dense"]
     conv = [v for v in shift if architecture(ctx, v) == "convolutional"]
     for c in conv:
         for d in dense:
-            for transform, drops, what in (("shift", shift, "position"), ("scale", scale, "scale")):
-                less = _mean(drops[c].values()) < _mean(drops[d].values())
+            for drops, what in ((shift, "position"), (scale, "scale")):
+                cd, dd = _mean(drops[c].values()), _mean(drops[d].values())
+                if math.isnan(cd) or math.isnan(dd):
+                    continue
+                word = "less" if cd < dd else "more" if cd > dd else "as much"
                 out.append(
-                    f"{c} loses {'less' if less else 'more'} of its accuracy than {d} under changes of {what}"
-                    f" ({100 * _mean(drops[c].values()):.1f}% against {100 * _mean(drops[d].values()):.1f}%)."
+                    f"{c} loses {word} of its accuracy than {d} under changes of {what}"
+                    f" ({100 * cd:.1f}% against {100 * dd:.1f}%)."
                 )
     return out
 

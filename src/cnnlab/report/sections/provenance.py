@@ -28,7 +28,10 @@ def render(ctx) -> list[str]:
     )
     finished = sum(r.state == FINISHED for r in ran)
     rows.append(
-        {"what": "total training time", "value": f"{seconds / 3600:.2f} h ({seconds:,.0f} s) over {finished} finished runs"}
+        {
+            "what": "total training time",
+            "value": f"{seconds / 3600:.2f} h ({seconds:,.0f} s) over {finished} finished runs",
+        }
     )
     rows.append({"what": "report built", "value": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
     chain = " extends ".join((ctx.study.name, *ctx.study.extends))

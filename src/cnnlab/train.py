@@ -171,11 +171,26 @@ def _exit_on_failure(error: BaseException, bug_traceback: bool = False) -> None:
 _COMMAND_LINE: list[str] = []  # as typed: Lightning's DDP re-launches this command for each process
 
 
+def _redact_hydra_record(hydra_cfg) -> None:
+    """Hydra saves the overrides and composed config (tracking URI included) in `.hydra/` before
+    the job starts: rewrite them without credentials, as every other file of the run folder is."""
+    if not hydra_cfg.output_subdir:
+        return
+    record = os.path.join(hydra_cfg.runtime.output_dir, hydra_cfg.output_subdir)
+    for name in sorted(os.listdir(record)) if os.path.isdir(record) else ():
+        path = os.path.join(record, name)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if tracking.redact_text(text) != text:
+            write_text(path, tracking.redact_text(text))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def run_job(cfg: DictConfig) -> float | None:
     """One job of `cnnlab-train`: Hydra's config, checked, trained; returns the test accuracy."""
     redact_logs()  # Hydra has set up logging by now
     hydra_cfg = HydraConfig.get()
+    _redact_hydra_record(hydra_cfg)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         with open_dict(cfg):
             cfg.run.dir = os.path.join(hydra_cfg.sweep.dir, hydra_cfg.sweep.subdir)

@@ -181,8 +181,8 @@ def _redact_hydra_record(hydra_cfg) -> None:
         path = os.path.join(record, name)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        if tracking.redact_text(text) != text:
-            write_text(path, tracking.redact_text(text))
+        if redact_text(text) != text:
+            write_text(path, redact_text(text))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -289,7 +289,8 @@ def compose_config(
     except MissingConfigException as e:
         raise UserError(_one_line(str(e))) from None
     except (ConfigCompositionException, ConfigAttributeError, ConfigKeyError, ValidationError) as e:
-        cause = e.__cause__ if isinstance(e, ConfigCompositionException) else e
+        # A key set inside a group's file (a variant's `+key=value`) fails as the context, not the cause.
+        cause = (e.__cause__ or e.__context__) if isinstance(e, ConfigCompositionException) else e
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError, ValidationError)):
             raise UserError(_omegaconf_message(cause, all_overrides, conf_dir)) from None
         raise UserError(_one_line(str(cause or e))) from None

@@ -79,8 +79,8 @@ def test_cnn_parameter_count_matches_hand_computation():
             ["+optimizer.momentom=0.9"],
             "Unknown config key 'optimizer.momentom' for SGD; valid keys there: lr, momentum,",
         ),
-        (["trainer.accumulate_grad_batches=0"], "'trainer.accumulate_grad_batches' must be at least 1, not 0"),
-        (["trainer.batch_size=-5"], "'trainer.batch_size' must be at least 1, not -5"),
+        (["trainer.accumulate_grad_batches=0"], "'trainer.accumulate_grad_batches' must be a whole number of at least 1, not 0"),
+        (["trainer.batch_size=-5"], "'trainer.batch_size' must be a whole number of at least 1, not -5"),
     ],
 )
 def test_bad_overrides_are_one_clear_sentence(overrides, fragment):

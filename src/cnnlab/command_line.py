@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from cnnlab import variants
 from cnnlab.errors import UserError
-from cnnlab.study import CONF_DIR, compose_config, load_study, study_overrides
+from cnnlab.study import CONF_DIR, compose_config, load_study, override_message, study_overrides
 
 # Strategies whose processes Lightning starts by running the command line again (with -m, every
 # process would start the whole sweep); ddp_spawn / ddp_fork / ddp_notebook start them in Python.
@@ -59,10 +59,7 @@ def _parse(lines: list[str]) -> list[Override]:
     try:
         return OverridesParser.create().parse_overrides(lines)
     except OverrideParseException as e:
-        raise UserError(
-            f"{str(e).splitlines()[0].rstrip('.')}; quote a value that holds spaces, quotes, '=' or other "
-            "special characters, e.g. key='a value'."
-        ) from None
+        raise UserError(override_message(e.override, e.message)) from None
 
 
 def _expand_study(overrides: list[Override], conf_dir: Path) -> list[Override]:

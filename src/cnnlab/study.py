@@ -278,14 +278,14 @@ def compose_config(
     all_overrides += list(overrides)
     for o in all_overrides:
         if not o.split("=", 1)[0].lstrip("+~"):
-            raise UserError(_override_message(o, "it names no setting"))
+            raise UserError(override_message(o, "it names no setting"))
     try:
         cfg = _compose(all_overrides, conf_dir)
         from cnnlab.tuning import apply_tuned_rate
 
         apply_tuned_rate(cfg, all_overrides, conf_dir)
     except OverrideParseException as e:
-        raise UserError(_override_message(e.override, e.message)) from None
+        raise UserError(override_message(e.override, e.message)) from None
     except MissingConfigException as e:
         raise UserError(_one_line(str(e))) from None
     except (ConfigCompositionException, ConfigAttributeError, ConfigKeyError, ValidationError) as e:
@@ -331,7 +331,7 @@ def _omegaconf_message(e, overrides: list[str], conf_dir: Path) -> str:
     return f"Bad value for '{e.full_key}': {str(e.msg).splitlines()[0]}."
 
 
-def _override_message(override: str, detail: str) -> str:
+def override_message(override: str, detail: str) -> str:
     """Hydra's grammar error (several lines, a caret, a link) as one sentence with the fix."""
     first = str(detail).strip().splitlines()[0] if str(detail).strip() else "not valid"
     if "LexerNoViableAlt" in first or "token recognition error" in first:

@@ -140,7 +140,10 @@ def store_failure(error: BaseException) -> str | None:
             return "full"
         if error.errno == errno.EROFS:
             return "read-only"
-    if not isinstance(error, (MlflowException, OSError)) and "requests" not in type(error).__module__:
+    # MLflow wraps most SQLite errors, but not those of opening the store (SQLAlchemy's, sqlite3's own).
+    if not isinstance(error, (MlflowException, OSError)) and not type(error).__module__.startswith(
+        ("requests", "urllib3", "sqlalchemy", "sqlite3")
+    ):
         return None
     text = f"{error} {error.__cause__ or ''}"
     for pattern, kind in _FAILURES:

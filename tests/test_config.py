@@ -79,7 +79,7 @@ def test_cnn_parameter_count_matches_hand_computation():
             ["+optimizer.momentom=0.9"],
             "Unknown config key 'optimizer.momentom' for SGD; valid keys there: lr, momentum,",
         ),
-        (["trainer.accumulate_grad_batches=0"], "'trainer.accumulate_grad_batches' must be a whole number of at least 1, not 0"),
+        (["trainer.accumulate_grad_batches=0"], "'trainer.accumulate_grad_batches' must be a whole number of at"),
         (["trainer.batch_size=-5"], "'trainer.batch_size' must be a whole number of at least 1, not -5"),
     ],
 )

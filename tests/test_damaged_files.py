@@ -90,8 +90,16 @@ def test_the_workflow_refuses_a_damaged_data_set_before_any_job(tmp_path, prepar
 
 def _train(tmp_path, arrays, *extra):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = train_cmd("study=smoke", "variant=mlp_baseline", "seed=0", "trainer.max_epochs=2", f"data.arrays={arrays}",
-                    f"tracking.uri={uri}", f"run.dir={tmp_path / 'run'}", *extra)
+    cmd = train_cmd(
+        "study=smoke",
+        "variant=mlp_baseline",
+        "seed=0",
+        "trainer.max_epochs=2",
+        f"data.arrays={arrays}",
+        f"tracking.uri={uri}",
+        f"run.dir={tmp_path / 'run'}",
+        *extra,
+    )
     return run(cmd, cwd=tmp_path), MlflowClient(uri)
 
 
@@ -102,7 +110,9 @@ def _train(tmp_path, arrays, *extra):
         (("last.ckpt", "best.ckpt"), "training starts again from the first epoch"),
     ],
 )
-def test_a_damaged_checkpoint_is_moved_aside_and_the_job_finishes_in_the_same_run(tmp_path, prepared, damaged, expected):
+def test_a_damaged_checkpoint_is_moved_aside_and_the_job_finishes_in_the_same_run(
+    tmp_path, prepared, damaged, expected
+):
     first, client = _train(tmp_path, prepared)
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = tmp_path / "run"

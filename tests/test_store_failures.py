@@ -122,8 +122,17 @@ def test_a_training_job_started_under_a_lock_waits_and_finishes(tmp_path):
     arrays = tiny_prepared(tmp_path / "data")
     uri, _, _ = _store(tmp_path / "mlflow.db")
     holder = _hold_lock(tmp_path / "mlflow.db", 12)
-    proc = run(train_cmd("model=mlp", "model.hidden=[8]", "trainer.max_epochs=1", f"data.arrays={arrays}",
-                         f"tracking.uri={uri}", f"run.dir={tmp_path / 'run'}"), cwd=tmp_path)
+    proc = run(
+        train_cmd(
+            "model=mlp",
+            "model.hidden=[8]",
+            "trainer.max_epochs=1",
+            f"data.arrays={arrays}",
+            f"tracking.uri={uri}",
+            f"run.dir={tmp_path / 'run'}",
+        ),
+        cwd=tmp_path,
+    )
     holder.wait(timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "start the server" not in proc.stderr
@@ -143,8 +152,18 @@ def test_a_full_disk_under_the_store_is_one_sentence_and_leaves_no_run_running(t
                 f.flush()
         except OSError:
             pass
-    proc = run(train_cmd("model=mlp", "model.hidden=[8]", "trainer.max_epochs=1", f"data.arrays={arrays}",
-                         f"tracking.uri={uri}", "tracking.retry_s=2", f"run.dir={tmp_path / 'run'}"), cwd=tmp_path)
+    proc = run(
+        train_cmd(
+            "model=mlp",
+            "model.hidden=[8]",
+            "trainer.max_epochs=1",
+            f"data.arrays={arrays}",
+            f"tracking.uri={uri}",
+            "tracking.retry_s=2",
+            f"run.dir={tmp_path / 'run'}",
+        ),
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "no space left on the device; free some space" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
@@ -157,7 +176,11 @@ def test_runs_whose_jobs_were_killed_outright_are_marked_killed(tmp_path):
     uri, client, experiment = _store(tmp_path / "mlflow.db")
     runs = tmp_path / "results" / "study" / "runs"
     ids = {}
-    for variant, finished, store in (("killed", False, uri), ("done", True, uri), ("elsewhere", False, "sqlite:///x.db")):
+    for variant, finished, store in (
+        ("killed", False, uri),
+        ("done", True, uri),
+        ("elsewhere", False, "sqlite:///x.db"),
+    ):
         run_id = client.create_run(experiment, run_name=variant).info.run_id
         folder = runs / variant / "seed0"
         folder.mkdir(parents=True)

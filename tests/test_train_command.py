@@ -56,7 +56,7 @@ def test_cfg_job_prints_the_composed_config_and_trains_nothing(tmp_path):
         (["-m", "seed=0,1", "run.dir=x"], "run.dir does not apply under -m"),
         (["--cfg", "job", "optimizer.lr=-1"], "Bad optimizer config: Invalid learning rate: -1"),
         (["variant=cnn_all"], "variant=cnn_all needs study= too"),
-        (["tracking.uri=a", "b"], "Cannot read the override 'b' (Error parsing override 'b'); write key=value, and quote"),
+        (["tracking.uri=a", "b"], "Cannot read the override 'b' (Error parsing override 'b'); write key=value"),
     ],
 )
 def test_each_job_of_a_command_is_checked_before_it_starts(args, fragment):

@@ -19,7 +19,10 @@ from tests.helpers import SNAKEMAKE, copy_workflow, run, train_cmd
         (["trainer.num_nodes=0"], "'trainer.num_nodes' must be a whole number of at least 1, not 0."),
         (["trainer.strategy=bogus"], "Unknown value 'bogus' for 'trainer.strategy'; valid choices: auto, ddp"),
         (["trainer.accelerator=abacus"], "Unknown value 'abacus' for 'trainer.accelerator'; valid choices: auto"),
-        (["data.train_images=-5"], "'data.train_images' must be 0 (all of them) or a positive number of images, not -5"),
+        (
+            ["data.train_images=-5"],
+            "'data.train_images' must be 0 (all of them) or a positive number of images, not -5",
+        ),
         (["data.train_probe_images=-1"], "'data.train_probe_images' must be 0 (none) or a positive number of images"),
         (["+trainer.max_epoch=3"], "Unknown config key 'trainer.max_epoch'; valid keys there: accelerator,"),
         (["+seeds=3"], "Unknown config key 'seeds'; valid keys there: augment, data,"),

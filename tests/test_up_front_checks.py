@@ -1,12 +1,16 @@
 """Every value is checked before any job starts and before any MLflow run exists: one sentence each,
 naming the setting, the bad value and what is allowed."""
 
+import shutil
+
 import pytest
 
 from cnnlab.config import check_accelerator
 from cnnlab.errors import UserError
 from cnnlab.study import compose_config
 from tests.helpers import SNAKEMAKE, copy_workflow, run, train_cmd
+
+HAS_GPU = shutil.which("nvidia-smi") is not None
 
 
 @pytest.mark.parametrize(
@@ -67,6 +71,8 @@ def test_an_accelerator_this_machine_lacks_is_refused_before_training():
     ],
 )
 def test_the_workflow_stops_on_a_bad_value_before_any_job_or_store(tmp_path, variant_overrides, expected):
+    if "accelerator=gpu" in variant_overrides and HAS_GPU:
+        pytest.skip("this machine has a GPU: trainer.accelerator=gpu is fine here")
     study = f"seeds: [0]\nvariants:\n  bad:\n    overrides: {variant_overrides}\n"
     wd = copy_workflow(tmp_path / "wd", {"bad": study})
     proc = run([SNAKEMAKE, "--cores", "1", "--config", "study=bad"], cwd=wd)
@@ -82,8 +88,11 @@ def test_cnnlab_train_refuses_bad_values_before_creating_the_store(tmp_path):
     for overrides, expected in [
         (["model=mlp", "model.dropout=2"], "'dropout' must be at least 0 and below 1, not 2"),
         (["trainer.strategy=bogus"], "Unknown value 'bogus' for 'trainer.strategy'"),
+        (["trainer.accelerator=gpu"], "trainer.accelerator=gpu needs a GPU and this machine has none"),
         (["study=smoke", "variant=café"], "Cannot read the override 'variant=café'"),
     ]:
+        if "accelerator=gpu" in overrides[0] and HAS_GPU:
+            continue
         proc = run(train_cmd(*overrides, f"tracking.uri=sqlite:///{db}", f"run.dir={tmp_path / 'run'}"), cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert expected in proc.stderr

@@ -20,6 +20,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig
 
 from cnnlab import variants
+from cnnlab.config import check_accelerator
 from cnnlab.errors import UserError
 from cnnlab.study import CONF_DIR, compose_config, load_study, override_message, study_overrides
 
@@ -109,8 +110,14 @@ def _check_jobs(overrides: list[Override], conf_dir: Path, multirun: bool) -> li
             except HydraException:  # glob(): Hydra expands it from the group's options
                 return []
     configs = []
+    gpus = None
     for job in itertools.product(*choices):
         cfg = compose_config(list(job), conf_dir=conf_dir)
+        if cfg.trainer.accelerator not in ("auto", "cpu"):  # a GPU this machine lacks: before any folder
+            import torch
+
+            gpus = torch.cuda.device_count() if gpus is None else gpus
+            check_accelerator(cfg, gpus)
         configs.append(cfg)
         t = cfg.trainer
         if multirun and t.strategy in RELAUNCHING_STRATEGIES and (t.devices, t.num_nodes) != (1, 1):

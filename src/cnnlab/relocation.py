@@ -73,7 +73,9 @@ def relocate_artifacts(db: str | Path, timeout_s: float = 30) -> int:
         for (location,) in con.execute("SELECT artifact_location FROM experiments"):
             path = _path_of(location or "")
             root = _old_root(path) if path else None
-            if root is not None and root != PurePosixPath(new_root):
+            # Moved: the old folder is gone and this database's own artifact folder holds the files.
+            # (A store kept apart from its artifacts, or a copy beside the original, is left alone.)
+            if root is not None and root != PurePosixPath(new_root) and not Path(root).exists() and new_root.is_dir():
                 old_roots.add(root)
         if not old_roots:
             return 0

@@ -118,6 +118,7 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_job_finishes_in_the_same_ru
     run_dir = tmp_path / "run"
     run_id = json.loads((run_dir / "state.json").read_text())["mlflow_run_id"]
     (run_dir / "result.json").unlink()  # as if the job had been killed before its end
+    client.update_run(run_id, status="RUNNING")
     for name in damaged:
         _cut_short(run_dir / "checkpoints" / name)
     again, _ = _train(tmp_path, prepared)
@@ -129,8 +130,13 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_job_finishes_in_the_same_ru
     assert expected in err
     assert "weights_only" not in err and "Traceback" not in err
     assert read_json(run_dir / "result.json")["test_acc"] >= 0
-    assert json.loads((run_dir / "state.json").read_text())["mlflow_run_id"] == run_id
-    assert client.get_run(run_id).info.status == "FINISHED"
+    now = json.loads((run_dir / "state.json").read_text())["mlflow_run_id"]
+    assert client.get_run(now).info.status == "FINISHED"
+    if "best.ckpt" not in damaged:  # resumed: the same run goes on
+        assert now == run_id
+    else:  # started again: a new run, and the old one is closed, saying why
+        assert now != run_id and client.get_run(run_id).info.status == "KILLED"
+        assert f"training started again as run {now}" in client.get_run(run_id).data.tags["error"]
 
 
 @pytest.mark.parametrize("artifact", ["checkpoints/best.ckpt", "config.yaml", "confusion_matrix.csv"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from cnnlab import tracking
@@ -82,6 +83,9 @@ class TrainingRun:
         try:
             self.run_id, self.last_step = tracking.start_or_resume_run(
                 self.client, exp_id, previous, name, params, tags, on_open=opened, wait_s=self.wait_s)
+            abandoned = state.get("mlflow_run_id") if same_store and not resuming else None
+            if abandoned and abandoned != self.run_id:
+                self._close_replaced(abandoned)
             on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
             device = device_name(torch.device("cuda" if on_gpu else "cpu"))
             tracking.set_tags(self.client, self.run_id, {"device": device},
@@ -93,6 +97,18 @@ class TrainingRun:
             if self.run_id is not None:
                 self.fail(e)
             raise
+
+    def _close_replaced(self, old_run_id: str) -> None:
+        """The run an unfinished job left (no intact checkpoint to resume it from): KILLED, naming its successor."""
+        try:
+            old = self._store("closing the previous run", self.client.get_run, old_run_id)
+        except MlflowException:
+            return  # gone from the store
+        if old.info.status != "RUNNING":
+            return
+        reason = f"KILLED: no intact checkpoint was left to resume it; training started again as run {self.run_id}"
+        tracking.set_tags(self.client, old_run_id, {"error": reason}, wait_s=self.wait_s)
+        self._store("closing the previous run", self.client.set_terminated, old_run_id, "KILLED")
 
     def _store(self, doing: str, fn, *args, **kwargs):
         return tracking.with_retry(fn, *args, wait_s=self.wait_s, doing=doing, uri=self.uri, **kwargs)

@@ -2,6 +2,8 @@
 
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -133,3 +135,25 @@ def test_a_run_arrives_at_a_real_mlflow_server_and_reads_back_over_rest(tmp_path
     query = f"{url}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints"
     with urllib.request.urlopen(query, timeout=30) as resp:
         assert [f["path"] for f in json.load(resp)["files"]] == ["checkpoints/best.ckpt"]
+
+
+def test_studies_creating_one_new_store_at_once_all_succeed(tmp_path):
+    # The workflow creates a study's and its learning-rate sweep's experiments in parallel jobs, in
+    # one SQLite file that does not exist yet: MLflow's schema migrations must not run twice at once.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "import sys, time; from cnnlab.tracking import init_store; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "print(init_store(sys.argv[1], sys.argv[3])['experiment_id'])"
+    )
+    start = f"{time.time() + 4:.3f}"  # all processes past their imports, then released together
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, uri, start, f"study{i}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 2, [err[-2000:] for _, err in results]
+    ids = {out.strip() for out, _ in results}
+    client = MlflowClient(uri)
+    assert {client.get_experiment(i).name for i in ids} == {f"study{i}" for i in range(2)}

@@ -105,10 +105,25 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path
 
 def init_store(uri: str, experiment: str, artifact_root: str | Path | None = None) -> dict:
     """Create the database (tables) and the experiment before any training job starts."""
-    client = connect(uri)
-    local = uri.startswith("sqlite:") or uri.startswith("file:")
-    exp_id = ensure_experiment(client, experiment, artifact_root if local else None)
+    with _creation_lock(uri):
+        client = connect(uri)
+        local = uri.startswith("sqlite:") or uri.startswith("file:")
+        exp_id = ensure_experiment(client, experiment, artifact_root if local else None)
     return {"tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id}
+
+
+def _creation_lock(uri: str):
+    """Two studies started together create one SQLite store: MLflow's schema migrations are not
+    safe to run twice at once ('Online migration expected to match one row'), so they take turns."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{db}.lock")
 
 
 def with_retry(fn, *args, attempts: int = 8, **kwargs):

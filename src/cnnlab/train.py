@@ -25,11 +25,11 @@ from cnnlab.config import fingerprint
 from cnnlab.datamodule import ArrayDataModule, load_stats
 from cnnlab.errors import UserError, storage_error_message
 from cnnlab.gpu import pin_to_free_gpu
-from cnnlab.mlflow_run import TrainingRun, run_tags
+from cnnlab.mlflow_run import TrainingRun, run_tags, variant_context
 from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.module import Classifier, NonFiniteLossError
 from cnnlab.rundir import RunDir
-from cnnlab.study import CONF_DIR, compose_config, load_study
+from cnnlab.study import CONF_DIR, compose_config
 from cnnlab.trainer import build_trainer, channels_last, quiet_lightning
 
 log = logging.getLogger("cnnlab.train")
@@ -63,8 +63,8 @@ def train(cfg: DictConfig) -> dict:
 
     run = None
     if cfg.tracking.enabled and rank_zero_only.rank == 0:
-        tags = run_tags(cfg, net, stats, fp, _adds(cfg))
-        run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None)
+        tags = run_tags(cfg, net, stats, fp, variant_context(cfg, _conf_dir()))
+        run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None, stats=stats)
         run.log_parameter_count(n_params)
     elif rank_zero_only.rank == 0:
         run_dir.save_state(fingerprint=fp)
@@ -106,16 +106,6 @@ def train(cfg: DictConfig) -> dict:
     run_dir.save_result(result)
     log.info("%s seed %s: test/acc %.4f", cfg.run.variant, cfg.seed, result["test_acc"])
     return result
-
-
-def _adds(cfg) -> str:
-    """What the run's variant adds over its baseline, from the study file ('' for a run by hand)."""
-    if cfg.run.study == "adhoc" or cfg.run.variant == "adhoc":
-        return ""
-    try:
-        return load_study(cfg.run.study, _conf_dir()).variant(cfg.run.variant).adds
-    except UserError:
-        return ""
 
 
 def _conf_dir() -> Path:

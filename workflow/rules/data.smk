@@ -18,6 +18,7 @@ rule prepare_data:
         stats=STATS,
     params:
         md5=config["data_md5"],
+        url=config["data_url"],
         layout={k: config[k] for k in ("train_records", "test_records", "val_size", "split_seed")},
     log:
         "logs/prepare_data.log",

@@ -109,8 +109,8 @@ def run_tags(cfg, net: Network, stats: dict, fp: str, context: dict) -> dict:
 
 
 def data_input(stats: dict, arrays: str | Path):
-    """The data set as an MLflow run input: CIFAR-10 named by its archive's MD5, where it came from,
-    and the split the run trained on as its context."""
+    """The data set as an MLflow run input: CIFAR-10 with its archive's MD5 as digest, where it came
+    from, and the split the run trained on as its context."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -125,7 +125,9 @@ def data_input(stats: dict, arrays: str | Path):
         "features": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": [-1, 3, 32, 32]}}]),
         "targets": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}]),
     }}
+    md5 = stats.get("archive_md5") or "unknown"
     profile = {
+        "archive_md5": md5,
         "num_rows": stats.get("n_train"),  # the training split; the others are held out from it
         "validation_rows": stats.get("n_val"),
         "test_rows": stats.get("n_test"),
@@ -133,7 +135,7 @@ def data_input(stats: dict, arrays: str | Path):
     }
     dataset = Dataset(
         name="cifar10",
-        digest=stats.get("archive_md5") or "unknown",
+        digest=md5[:8],  # as MLflow's own digests: 8 hex digits of an MD5
         source_type=source_type,
         source=json.dumps(source),
         schema=json.dumps(schema),

@@ -25,6 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.entities import LoggedModelOutput
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 from omegaconf import OmegaConf
@@ -133,8 +134,10 @@ def log_best_model(client, run, checkpoint: Path, cfg, stats: dict, example: np.
     """Log the checkpoint's network as the MLflow model of `run` (an mlflow Run); return MLflow's ModelInfo.
 
     The model is created in the run's experiment with the run's parameters and source tags (MLflow's
-    own log_model, given no active run, would file it under the Default experiment), and logged at
-    the checkpoint's epoch, so MLflow links it to that epoch's metrics. The tracking URI must be set
+    own log_model, given no active run, would file it under the Default experiment) and becomes the
+    run's output at the checkpoint's epoch. MLflow is not given the run itself: it would link every
+    metric logged at that step to the model, system metrics (whose steps count samples) included;
+    the caller links the run's final metrics instead. The tracking URI must be set
     (`mlflow.set_tracking_uri`): MLflow's model logging reads it.
     """
     # Logging loads the model back from a local copy to check its input example: no progress bar
@@ -154,13 +157,11 @@ def log_best_model(client, run, checkpoint: Path, cfg, stats: dict, example: np.
     with tempfile.TemporaryDirectory(prefix="cnnlab-model-") as tmp:
         weights = Path(tmp) / "weights.pt"
         torch.save(state, weights)  # tensors only: loads with weights_only=True
-        return mlflow.models.Model.log(
+        info = mlflow.models.Model.log(
             artifact_path=None,
             name=MODEL_NAME,
             flavor=mlflow.pyfunc,
-            run_id=run.info.run_id,
             model_id=model.model_id,
-            step=int(ckpt.get("epoch", 0)),
             python_model=str(ENTRY),
             artifacts={"weights": str(weights)},
             model_config=model_spec(cfg, stats),
@@ -169,3 +170,6 @@ def log_best_model(client, run, checkpoint: Path, cfg, stats: dict, example: np.
             input_example=example,
             pip_requirements=requirements(),
         )
+    output = LoggedModelOutput(model.model_id, step=int(ckpt.get("epoch", 0)))
+    client.log_outputs(run.info.run_id, models=[output])
+    return info

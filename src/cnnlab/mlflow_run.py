@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import mlflow
@@ -145,7 +146,19 @@ def data_input(stats: dict, arrays: str | Path):
 
 
 def input_example(arrays: str | Path, n: int) -> np.ndarray:
-    """The first n test images, uint8 (n, 3, 32, 32): the logged model's input example."""
+    """The first n test images, uint8 (n, 3, 32, 32): the logged model's input example.
+
+    Read from the front of the uncompressed .npz member alone: loading all of x_test (30 MB for
+    CIFAR-10) would take about 0.1 s of the job's end.
+    """
+    with zipfile.ZipFile(arrays) as z, z.open("x_test.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+        if not fortran_order:  # as np.savez writes it
+            count = min(n, shape[0])
+            data = f.read(count * int(np.prod(shape[1:])) * dtype.itemsize)
+            return np.frombuffer(data, dtype=dtype).reshape(count, *shape[1:]).copy()
     with np.load(arrays, allow_pickle=False) as z:
         return np.ascontiguousarray(z["x_test"][:n])
 

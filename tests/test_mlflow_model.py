@@ -175,3 +175,36 @@ def test_the_gpu_monitor_watches_the_job_s_gpus_in_the_job_s_order():
     assert job_gpu_indices(nvml, ["cccc", "aaaa"]) == [2, 0]
     assert job_gpu_indices(nvml, []) == []
     assert job_gpu_indices(nvml, ["ffff"]) == []  # not an NVML device (e.g. a MIG slice): not watched
+
+
+def test_mlflow_s_gpu_monitor_narrowed_to_the_pinned_gpu_reports_it_as_gpu_0(monkeypatch):
+    # No GPU here: NVML is replaced by four fake GPUs, each with its own utilisation; MLflow's own
+    # SystemMetricsMonitor and GPUMonitor run unchanged on top of it.
+    import pynvml
+
+    from cnnlab import system_metrics
+
+    busy = {0: 5, 1: 10, 2: 77, 3: 20}  # percent, per NVML index
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 4)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetUUID", lambda h: f"GPU-uuid{h}")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetUtilizationRates", lambda h: type("U", (), {"gpu": busy[h]})())
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", lambda h: type("M", (), {"used": 1e9, "total": 8e9})())
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetPowerUsage", lambda h: 100_000)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetEnforcedPowerLimit", lambda h: 300_000)
+    monkeypatch.setattr(system_metrics, "_job_gpu_uuids", lambda: ["uuid2"])  # the slot the job was pinned to
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor("no-run", tracking_uri="sqlite:///:memory:")
+    system_metrics._narrow_gpu_monitor(monitor, on_gpu=True)
+    monitor.collect_metrics()
+    metrics = monitor.aggregate_metrics()
+    gpu = {k: v for k, v in metrics.items() if k.startswith("gpu_")}
+    assert gpu["gpu_0_utilization_percentage"] == 77 and not any(k.startswith("gpu_1") for k in gpu)
+    assert "cpu_utilization_percentage" in metrics
+
+    on_cpu = SystemMetricsMonitor("no-run", tracking_uri="sqlite:///:memory:")
+    system_metrics._narrow_gpu_monitor(on_cpu, on_gpu=False)  # a CPU job on a GPU machine
+    on_cpu.collect_metrics()
+    assert not any(k.startswith("gpu_") for k in on_cpu.aggregate_metrics())

@@ -187,11 +187,12 @@ def test_a_finished_study_opens_as_training_runs_with_accuracy_data_set_and_mode
     url = mlflow_server_factory(f"sqlite:///{db}", wd / "results" / "mlartifacts", command="ui")
     ARTIFACTS_DIR.mkdir(exist_ok=True)
 
+    chromium.set_window_size(1600, 1200)  # the 20 runs of the quick study in one screenshot
     by_accuracy = "orderByKey=metrics.%60test%2Facc%60&orderByAsc=false"
-    chromium.get(f"{url}/#/experiments/{exp.experiment_id}?{TRAINING_VIEW}&{by_accuracy}")
+    chromium.get(f"{url}/#/experiments/{exp.experiment_id}/runs?{TRAINING_VIEW}&{by_accuracy}")
     _wait_for_text(chromium, list(runs), "dashboard-study")
     text = _page_text(chromium)
-    assert "/runs" in chromium.current_url and "Model training" in text
+    assert "Model training" in text and "Sort: test/acc" in text
     assert "Detect Issues" not in text and "Traces\n0" not in text  # the GenAI overview and its pop-up
     _close_assistant(chromium)
     _show_column(chromium, "test/acc")

@@ -7,9 +7,11 @@ import sys
 import time
 import urllib.request
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from cnnlab.preprocess import load_arrays
 from tests.helpers import read_json, run, tiny_prepared, train_cmd
 
 EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/l1_penalty", "train/l2_penalty",
@@ -135,6 +137,16 @@ def test_a_run_arrives_at_a_real_mlflow_server_and_reads_back_over_rest(tmp_path
     query = f"{url}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints"
     with urllib.request.urlopen(query, timeout=30) as resp:
         assert [f["path"] for f in json.load(resp)["files"]] == ["checkpoints/best.ckpt"]
+    # The logged model went through the server too, and loads back from it.
+    client = MlflowClient(url)
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    assert str(client.get_logged_model(output.model_id).status) == "READY"
+    mlflow.set_tracking_uri(url)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(model.predict(load_arrays(arrays)["x_test"][:4])) == 4
 
 
 def test_studies_creating_one_new_store_at_once_all_succeed(tmp_path):

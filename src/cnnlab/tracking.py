@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "results/mlflow.db"
 SECRET = re.compile(r"token|password|passwd|secret|credential|api[_-]?key|auth", re.IGNORECASE)
 MAX_PARAM_CHARS = 6000
+# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view; this one opens
+# the model-training view with the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_uri(configured: str = "", default_db: str | Path = DEFAULT_DB) -> str:
@@ -89,18 +92,22 @@ def connect(uri: str, timeout_s: int = 20) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path | None = None) -> str:
-    """The experiment's id, creating it once (with its artifacts under artifact_root for SQLite)."""
+    """The experiment's id, creating it once (with its artifacts under artifact_root for SQLite),
+    marked as a model-training experiment."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made by an older cnnlab
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     location = Path(artifact_root).resolve().as_uri() if artifact_root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except MlflowException:
         # Another process created it between our look-up and create.
-        return client.get_experiment_by_name(name).experiment_id
+        return ensure_experiment(client, name)
 
 
 def init_store(uri: str, experiment: str, artifact_root: str | Path | None = None) -> dict:

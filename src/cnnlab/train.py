@@ -30,11 +30,11 @@ from cnnlab.config import fingerprint, validate
 from cnnlab.datamodule import ArrayDataModule, load_stats
 from cnnlab.errors import UserError, storage_error_message
 from cnnlab.gpu import pin_to_free_gpu
-from cnnlab.mlflow_run import TrainingRun, run_tags
+from cnnlab.mlflow_run import TrainingRun, run_tags, variant_context
 from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.module import Classifier, NonFiniteLossError
 from cnnlab.rundir import RunDir
-from cnnlab.study import CONF_DIR, load_study, register_schema
+from cnnlab.study import CONF_DIR, register_schema
 from cnnlab.trainer import build_trainer, channels_last, quiet_lightning
 from cnnlab.tuning import apply_tuned_rate
 
@@ -69,10 +69,10 @@ def train(cfg: DictConfig) -> dict:
 
     run = None
     if cfg.tracking.enabled and rank_zero_only.rank == 0:
-        tags = run_tags(cfg, net, stats, fp, _adds(cfg))
+        tags = run_tags(cfg, net, stats, fp, variant_context(cfg, command_line.conf_dir_in_use()))
         if cfg.run.sweep:
             tags["cnnlab.sweep"] = cfg.run.sweep  # the runs of one `cnnlab-train -m` share it
-        run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None)
+        run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None, stats=stats)
         run.log_parameter_count(n_params)
     elif rank_zero_only.rank == 0:
         write_text(run_dir.config_file, OmegaConf.to_yaml(cfg))  # what cnnlab-eval rebuilds the network from
@@ -127,16 +127,6 @@ def train(cfg: DictConfig) -> dict:
     run_dir.save_result(result)
     log.info("%s seed %s: test/acc %.4f", cfg.run.variant, cfg.seed, result["test_acc"])
     return result
-
-
-def _adds(cfg) -> str:
-    """What the run's variant adds over its baseline, from the study file ('' for a run by hand)."""
-    if cfg.run.study == "adhoc" or cfg.run.variant == "adhoc":
-        return ""
-    try:
-        return load_study(cfg.run.study, command_line.conf_dir_in_use()).variant(cfg.run.variant).adds
-    except UserError:
-        return ""
 
 
 def _failure(error: BaseException) -> tuple[int, str] | None:

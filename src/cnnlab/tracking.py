@@ -48,7 +48,10 @@ MIN_SECRET_CHARS = 6  # shorter environment values would blank ordinary words ou
 
 def known_secrets() -> list[str]:
     """Values of environment variables named like secrets (MLFLOW_TRACKING_PASSWORD, ..._TOKEN, ...)."""
-    return [v for k, v in os.environ.items() if SECRET.search(k) and len(v) >= MIN_SECRET_CHARS]
+    # One key at a time: MLflow's threads set and remove variables while a job runs, and a variable
+    # that vanishes between listing and reading is skipped (os.environ.items() raised KeyError).
+    values = (os.environ.get(k) for k in list(os.environ) if SECRET.search(k))
+    return [v for v in values if v is not None and len(v) >= MIN_SECRET_CHARS]
 
 
 def redact_text(text: str) -> str:

@@ -15,7 +15,7 @@ from cnnlab.preprocess import load_arrays
 from tests.helpers import read_json, run, tiny_prepared, train_cmd
 
 EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/l1_penalty", "train/l2_penalty",
-                 "epoch_seconds", "train/images_per_sec"}
+                 "epoch_seconds", "epoch_wall_seconds", "train/images_per_sec"}
 FINAL_METRICS = {"test/acc", "test/loss", "params", "best_val_acc", "epochs", "job_seconds"}
 TAGS = {"study", "variant", "seed", "model", "git_commit", "git_dirty", "data_md5", "zscore_mean", "zscore_std",
         "torch_version", "lightning_version", "cnnlab_version", "device"}
@@ -53,6 +53,11 @@ def test_a_tiny_run_records_params_tags_metrics_and_artifacts(tmp_path, arrays):
         assert [m.step for m in client.get_metric_history(r.info.run_id, name)] == [0, 1, 2], name
     assert r.data.metrics["test/acc"] == pytest.approx(result["test_acc"])
     assert r.data.metrics["train/l1_penalty"] > 0 and r.data.metrics["train/l2_penalty"] > 0
+    # A whole epoch holds its training stretch and more (validation, probe, checkpoints, logging).
+    walls, trains = (client.get_metric_history(r.info.run_id, n) for n in ("epoch_wall_seconds", "epoch_seconds"))
+    for wall, trained in zip(sorted(walls, key=lambda m: m.step), sorted(trains, key=lambda m: m.step), strict=True):
+        assert wall.value > trained.value > 0, (wall.step, wall.value, trained.value)
+    assert sum(m.value for m in walls) < result["job_seconds"]
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {
         "config.yaml",

@@ -182,8 +182,20 @@ class MlflowTracker(pl.Callback):
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        batch += self._epoch_walls(pl_module, now)  # the previous epoch's, measured as this one started
         with_retry(self.client.log_batch, self.run_id, metrics=batch)
         self.last_logged_step = step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        # After the last epoch's checkpoints: its whole-epoch time is complete now.
+        pl_module.end_epoch_wall()
+        walls = self._epoch_walls(pl_module, int(time.time() * 1000))
+        if trainer.is_global_zero and walls:
+            with_retry(self.client.log_batch, self.run_id, metrics=walls)
+
+    @staticmethod
+    def _epoch_walls(pl_module, now: int) -> list[Metric]:
+        return [Metric("epoch_wall_seconds", s, now, e) for e, s in pl_module.pop_epoch_walls().items()]
 
 
 def last_logged_step(client: MlflowClient, run_id: str) -> int:

@@ -256,7 +256,8 @@ class TrainingRun:
 
     def fail(self, error: BaseException) -> None:
         self._stop_monitor()
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        # SystemExit: Lightning's answer to SIGTERM (a scheduler's preemption, `kill`)
+        status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         try:
             tracking.set_tags(self.client, self.run_id, {"error": f"{type(error).__name__}: {message}"[:4000]})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -21,6 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from cnnlab import command_line, tracking
@@ -98,6 +100,14 @@ def train(cfg: DictConfig) -> dict:
                   "test_acc": float("nan"), "best_val_acc": float("nan"), "error": str(e)}
         run_dir.save_result(result)
         return result
+    except SIGTERMException as e:
+        # Lightning stops a run on SIGTERM (a scheduler's preemption, `kill`) with a bare SystemExit,
+        # whose exit status is 0: the job would look finished, without its outputs.
+        if run is not None:
+            run.fail(e)
+        print(f"cnnlab-train: stopped by SIGTERM in epoch {trainer.current_epoch}; run the same command "
+              "again to resume from the last checkpoint.", file=sys.stderr)  # fmt: skip
+        raise SystemExit(128 + signal.SIGTERM) from None  # the status of a process killed by SIGTERM
     except BaseException as e:
         if run is not None:
             run.fail(e)

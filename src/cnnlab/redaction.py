@@ -34,7 +34,10 @@ def known_secrets(uri: str | None = None) -> set[str]:
             password = urlparse(source).password
             if password:
                 found |= {password, unquote(password)}
-    found |= {v for k, v in os.environ.items() if SECRET.search(k) and not NOT_SECRET.search(k)}
+    # One key at a time: MLflow's threads set and remove variables while a job runs, and a variable
+    # that vanishes between listing and reading is skipped (os.environ.items() raised KeyError).
+    values = (os.environ.get(k) for k in list(os.environ) if SECRET.search(k) and not NOT_SECRET.search(k))
+    found |= {v for v in values if v is not None}
     return {s for s in found if len(s) >= MIN_SECRET_CHARS}
 
 

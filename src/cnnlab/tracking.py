@@ -29,6 +29,9 @@ MAX_PARAM_CHARS = 6000
 # How long (s) a failing store is retried before the job gives up with one sentence. Each SQLite
 # attempt itself waits up to MLflow's 20 s busy timeout, so a job may wait one attempt longer.
 RETRY_S = 120
+# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view; this one opens
+# the model-training view with the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_uri(configured: str = "", default_db: str | Path = DEFAULT_DB) -> str:
@@ -83,27 +86,46 @@ def connect(uri: str, timeout_s: int = 20, wait_s: float = RETRY_S) -> MlflowCli
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path | None = None) -> str:
-    """The experiment's id, creating it once (with its artifacts under artifact_root for SQLite)."""
+    """The experiment's id, creating it once (with its artifacts under artifact_root for SQLite),
+    marked as a model-training experiment."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made by an older cnnlab
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     location = Path(artifact_root).resolve().as_uri() if artifact_root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except MlflowException:
         # Another process created it between our look-up and create.
-        return client.get_experiment_by_name(name).experiment_id
+        return ensure_experiment(client, name)
 
 
 def init_store(uri: str, experiment: str, artifact_root: str | Path | None = None) -> dict:
     """Create the database (tables) and the experiment before any training job starts."""
-    client = connect(uri)
-    local = uri.startswith("sqlite:") or uri.startswith("file:")
-    exp_id = with_retry(ensure_experiment, client, experiment, artifact_root if local else None,
-                        doing="creating the experiment", uri=uri)
+    with _creation_lock(uri):
+        client = connect(uri)
+        local = uri.startswith("sqlite:") or uri.startswith("file:")
+        exp_id = with_retry(ensure_experiment, client, experiment, artifact_root if local else None,
+                            doing="creating the experiment", uri=uri)
     return {"tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id}
+
+
+def _creation_lock(uri: str):
+    """Two studies started together create one SQLite store: MLflow's schema migrations are not
+    safe to run twice at once ('Online migration expected to match one row'), so they take turns."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{db}.lock")
 
 
 def first_line(error: BaseException, uri: str | None = None) -> str:
@@ -236,9 +258,23 @@ class MlflowTracker(pl.Callback):
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        batch += self._epoch_walls(pl_module, now)  # the previous epoch's, measured as this one started
         with_retry(self.client.log_batch, self.run_id, metrics=batch, wait_s=self.wait_s,
                    doing=f"logging epoch {step}'s metrics")
         self.last_logged_step = step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        # After the last epoch's checkpoints: its whole-epoch time is complete now.
+        pl_module.end_epoch_wall()
+        walls = self._epoch_walls(pl_module, int(time.time() * 1000))
+        if trainer.is_global_zero and walls:
+            with_retry(
+                self.client.log_batch, self.run_id, metrics=walls, wait_s=self.wait_s, doing="logging epoch times"
+            )
+
+    @staticmethod
+    def _epoch_walls(pl_module, now: int) -> list[Metric]:
+        return [Metric("epoch_wall_seconds", s, now, e) for e, s in pl_module.pop_epoch_walls().items()]
 
 
 def last_logged_step(client: MlflowClient, run_id: str) -> int:

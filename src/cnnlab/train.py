@@ -22,6 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from cnnlab import command_line, tracking
@@ -31,13 +32,13 @@ from cnnlab.config import check_accelerator, fingerprint, validate
 from cnnlab.datamodule import ArrayDataModule, load_stats
 from cnnlab.errors import UserError, storage_error_message
 from cnnlab.gpu import pin_to_free_gpu
-from cnnlab.mlflow_run import TrainingRun, run_tags
+from cnnlab.mlflow_run import TrainingRun, run_tags, variant_context
 from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.module import Classifier, NonFiniteLossError
 from cnnlab.preprocess import check_prepared
 from cnnlab.redaction import redact_logs, redact_text, redacted_traceback
 from cnnlab.rundir import RunDir
-from cnnlab.study import CONF_DIR, load_study, register_schema
+from cnnlab.study import CONF_DIR, register_schema
 from cnnlab.trainer import build_trainer, channels_last, quiet_lightning
 from cnnlab.tuning import apply_tuned_rate
 
@@ -75,10 +76,10 @@ def train(cfg: DictConfig) -> dict:
 
     run = None
     if cfg.tracking.enabled and rank_zero_only.rank == 0:
-        tags = run_tags(cfg, net, stats, fp, _adds(cfg))
+        tags = run_tags(cfg, net, stats, fp, variant_context(cfg, command_line.conf_dir_in_use()))
         if cfg.run.sweep:
             tags["cnnlab.sweep"] = cfg.run.sweep  # the runs of one `cnnlab-train -m` share it
-        run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None)
+        run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None, stats=stats)
     elif rank_zero_only.rank == 0:
         write_text(run_dir.config_file, OmegaConf.to_yaml(cfg))  # what cnnlab-eval rebuilds the network from
         run_dir.save_state(fingerprint=fp)
@@ -128,6 +129,14 @@ def train(cfg: DictConfig) -> dict:
                   "test_acc": float("nan"), "best_val_acc": float("nan"), "error": str(e)}
         run_dir.save_result(result)
         return result
+    except SIGTERMException as e:
+        # Lightning stops a run on SIGTERM (a scheduler's preemption, `kill`) with a bare SystemExit,
+        # whose exit status is 0: the job would look finished, without its outputs.
+        if run is not None:
+            run.fail(e)
+        print(f"cnnlab-train: stopped by SIGTERM in epoch {trainer.current_epoch}; run the same command "
+              "again to resume from the last checkpoint.", file=sys.stderr)  # fmt: skip
+        raise SystemExit(128 + signal.SIGTERM) from None  # the status of a process killed by SIGTERM
     except BaseException as e:
         if run is not None:
             run.fail(e)
@@ -135,16 +144,6 @@ def train(cfg: DictConfig) -> dict:
     run_dir.save_result(result)
     log.info("%s seed %s: test/acc %.4f", cfg.run.variant, cfg.seed, result["test_acc"])
     return result
-
-
-def _adds(cfg) -> str:
-    """What the run's variant adds over its baseline, from the study file ('' for a run by hand)."""
-    if cfg.run.study == "adhoc" or cfg.run.variant == "adhoc":
-        return ""
-    try:
-        return load_study(cfg.run.study, command_line.conf_dir_in_use()).variant(cfg.run.variant).adds
-    except UserError:
-        return ""
 
 
 def _failure(error: BaseException) -> tuple[int, str] | None:
@@ -205,15 +204,9 @@ def run_job(cfg: DictConfig) -> float | None:
     return result.get("test_acc")
 
 
-def _terminated(signum, frame) -> None:
-    # SIGTERM (Snakemake stopping, a cluster's time limit) unwinds like Ctrl-C, so the run is marked KILLED.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     """`cnnlab-train`: study= expanded and every job checked, then Hydra runs `run_job` once per job."""
     quiet_lightning()
-    signal.signal(signal.SIGTERM, _terminated)
     register_schema()
     typed = list(sys.argv) if argv is None else [sys.argv[0], *argv]
     _COMMAND_LINE[:] = typed

@@ -101,8 +101,10 @@ def test_a_project_in_an_odd_folder_can_be_moved_and_a_damaged_artifact_costs_on
     run_ids = {
         v: read_json(runs / v / "seed0" / "state.json")["mlflow_run_id"] for v in ("mlp_baseline", "cnn_baseline")
     }
-    # As if the cnn job had been killed after its last epoch: its result is gone, its checkpoints stay.
+    # As if the cnn job had been killed after its last epoch: its result and the report are not
+    # there yet, its checkpoints are.
     (runs / "cnn_baseline" / "seed0" / "result.json").unlink()
+    shutil.rmtree(wd / "results" / "smoke" / "report")
 
     moved = tmp_path / MOVED
     shutil.move(wd, moved)

@@ -6,6 +6,8 @@ import shutil
 import socket
 import stat
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pytest
 from mlflow import MlflowClient
@@ -129,7 +131,8 @@ def test_a_project_in_an_odd_folder_can_be_moved_and_a_damaged_artifact_costs_on
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
 
     # One damaged artifact: the report still builds, and only figures needing that network lose it.
-    best = Path(client.get_run(run_ids["cnn_baseline"]).info.artifact_uri.removeprefix("file://"), "checkpoints")
+    artifacts = urlparse(client.get_run(run_ids["cnn_baseline"]).info.artifact_uri)
+    best = Path(url2pathname(artifacts.path), "checkpoints")
     (best / "best.ckpt").write_bytes(b"not a checkpoint")
     report = run([SNAKEMAKE, "--forcerun", "build_report", *config], cwd=moved)
     assert report.returncode == 0, (report.stdout + report.stderr)[-4000:]

@@ -58,22 +58,29 @@ TRACKING_URI = resolve_uri(config["tracking_uri"], "results/mlflow.db")
 
 
 def count_local_gpus() -> int:
-    """GPUs on this machine, from nvidia-smi (importing torch here would slow every invocation)."""
+    """GPUs this machine lets jobs use: CUDA_VISIBLE_DEVICES's list when set, else nvidia-smi's
+    (importing torch here would slow every invocation)."""
     import shutil
     import subprocess
 
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return len([g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()])
     if not shutil.which("nvidia-smi"):
         return 0
     out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
     return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
-# One training job per GPU when running locally and the command line set no `gpu` limit.
-# Under a cluster executor the scheduler hands out GPUs instead.
+# Locally, `gpu` counts GPU slots: jobs_per_gpu training jobs per GPU, each asking for one slot
+# (gpu=1) and pinned to one GPU by the slot locks of cnnlab.gpu, which read jobs_per_gpu from
+# CNNLAB_JOBS_PER_GPU (local jobs inherit this environment). A `gpu` limit on the command line
+# wins. Under a cluster executor the scheduler hands out whole GPUs instead (profiles/slurm).
+JOBS_PER_GPU = config["jobs_per_gpu"]
+os.environ["CNNLAB_JOBS_PER_GPU"] = str(JOBS_PER_GPU)
 if workflow.local_exec and "gpu" not in workflow.global_resources:
     LOCAL_GPUS = count_local_gpus()
     if LOCAL_GPUS > 0:
-        workflow.register_resource("gpu", LOCAL_GPUS)
+        workflow.register_resource("gpu", LOCAL_GPUS * JOBS_PER_GPU)
 
 ARCHIVE = "resources/cifar-10-binary.tar.gz"
 ARRAYS = "results/data/cifar10.npz"
@@ -119,6 +126,8 @@ def announce_training_jobs():
         if not Path(RUN_DIR.format(study=s.name, variant=v, seed=seed), "result.json").exists()
     ]
     if pending:
-        gpus = workflow.global_resources.get("gpu", 0) if "gpu" in workflow.global_resources else 0
+        slots = workflow.global_resources.get("gpu", 0) if "gpu" in workflow.global_resources else 0
+        # Jobs sharing a GPU share its speed: the estimate counts whole GPUs (the measured rate is one job's).
+        gpus = max(1, slots // JOBS_PER_GPU) if slots else 0
         n_eval = config["val_size"]
         announce(pending, CONF_DIR, gpus or workflow.cores, gpus, config["train_records"] - n_eval, n_eval)

@@ -70,6 +70,7 @@ fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # bench.* and tests.tiny_cifar
 mkdir -p "$work" "$(dirname "$out")"
 export CNNLAB_GPU_LOCK_DIR=$work/locks  # this check's slots only
+trap 'echo "gpu_check: a step failed; its log is in $work (prepare.log, pack-k*.log, study.log)" >&2' ERR
 : > "$out"
 say() { echo "$*" | tee -a "$out"; }
 

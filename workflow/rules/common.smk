@@ -126,7 +126,7 @@ def announce_training_jobs():
         if not Path(RUN_DIR.format(study=s.name, variant=v, seed=seed), "result.json").exists()
     ]
     if pending:
-        slots = workflow.global_resources.get("gpu", 0) if "gpu" in workflow.global_resources else 0
+        slots = workflow.global_resources["gpu"].value or 0 if "gpu" in workflow.global_resources else 0
         # Jobs sharing a GPU share its speed: the estimate counts whole GPUs (the measured rate is one job's).
         gpus = max(1, slots // JOBS_PER_GPU) if slots else 0
         n_eval = config["val_size"]

@@ -32,17 +32,22 @@ def prepared_arrays(args) -> Path:
     return arrays
 
 
+def train_epoch(net, opt, batches) -> None:
+    """One epoch of the plain step (forward, cross-entropy, backward, optimizer step)."""
+    for xb, yb in batches:
+        loss = F.cross_entropy(net(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def timed_epochs(net, opt, batches, epochs: int) -> list[float]:
-    """Seconds per epoch of the plain step (forward, cross-entropy, backward, optimizer step)."""
+    """Seconds per epoch of the plain step, training only."""
     seconds = []
     net.train()
     for epoch in range(epochs):
         batches.set_epoch(epoch)
         start = time.perf_counter()
-        for xb, yb in batches:
-            loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(net, opt, batches)
         seconds.append(time.perf_counter() - start)
     return seconds

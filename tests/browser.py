@@ -105,15 +105,16 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def mlflow_server_factory(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """Start `mlflow server` on a given backend store; returns its base URL.
+    """Start `mlflow server` (or `mlflow ui`) on a given backend store; returns its base URL.
 
-    Call as ``url = mlflow_server_factory("sqlite:///path/mlflow.db")``; every
-    server started is stopped when the test ends.
+    Call as ``url = mlflow_server_factory("sqlite:///path/mlflow.db")``, or with
+    ``command="ui"`` for the command the README gives users; every server started
+    is stopped when the test ends.
     """
     procs: list[subprocess.Popen] = []
     mlflow_exe = Path(sys.executable).with_name("mlflow")
 
-    def start(backend_store_uri: str | None = None, artifact_root: Path | None = None) -> str:
+    def start(backend_store_uri: str | None = None, artifact_root: Path | None = None, command: str = "server") -> str:
         n = len(procs)
         backend_store_uri = backend_store_uri or f"sqlite:///{tmp_path / f'mlflow-{n}.db'}"
         artifact_root = artifact_root or tmp_path / f"artifacts-{n}"
@@ -121,7 +122,7 @@ def mlflow_server_factory(tmp_path: Path) -> Iterator[Callable[..., str]]:
         url = f"http://127.0.0.1:{port}"
         log = tmp_path / f"mlflow-server-{port}.log"
         cmd = [
-            str(mlflow_exe), "server",
+            str(mlflow_exe), command,
             "--backend-store-uri", backend_store_uri,
             "--default-artifact-root", str(artifact_root),
             "--host", "127.0.0.1", "--port", str(port),

@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import SNAKEMAKE, copy_workflow, read_json
+from tests.helpers import SNAKEMAKE, copy_workflow, read_json, run, tiny_prepared, train_cmd
 from tests.tiny_cifar import write_tiny_archive
 
 pytestmark = pytest.mark.slow
@@ -146,3 +146,32 @@ def test_eight_jobs_at_once_on_one_sqlite_store_lose_nothing(tmp_path):
                 name,
             )
         assert "test/acc" in r.data.metrics
+
+
+def test_sigterm_ends_the_job_as_killed_and_the_same_command_resumes_it(tmp_path):
+    # A scheduler's preemption or a plain `kill`: Lightning turns SIGTERM into an exit status of 0.
+    arrays = tiny_prepared(tmp_path / "data", n_per_batch=300)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = train_cmd("model=mlp", "model.hidden=[64]", "trainer.max_epochs=40", "trainer.batch_size=16",
+                    f"data.arrays={arrays}", f"tracking.uri={uri}", f"run.dir={tmp_path / 'run'}")  # fmt: skip
+    log = tmp_path / "first.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        deadline = time.monotonic() + 300
+        while "epoch 1:" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    assert "stopped by SIGTERM" in log.read_text() and "Traceback" not in log.read_text()
+    assert not (tmp_path / "run" / "result.json").exists()
+    run_id = read_json(tmp_path / "run" / "state.json")["mlflow_run_id"]
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).info.status == "KILLED"
+
+    again = run(cmd, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stderr
+    assert read_json(tmp_path / "run" / "result.json")["mlflow_run_id"] == run_id
+    assert client.get_run(run_id).info.status == "FINISHED"

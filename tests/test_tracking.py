@@ -2,16 +2,20 @@
 
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from cnnlab.preprocess import load_arrays
 from tests.helpers import read_json, run, tiny_prepared, train_cmd
 
 EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/l1_penalty", "train/l2_penalty",
-                 "epoch_seconds", "train/images_per_sec"}
+                 "epoch_seconds", "epoch_wall_seconds", "train/images_per_sec"}
 FINAL_METRICS = {"test/acc", "test/loss", "params", "best_val_acc", "epochs", "job_seconds"}
 TAGS = {"study", "variant", "seed", "model", "git_commit", "git_dirty", "data_md5", "zscore_mean", "zscore_std",
         "torch_version", "lightning_version", "cnnlab_version", "device"}
@@ -49,6 +53,11 @@ def test_a_tiny_run_records_params_tags_metrics_and_artifacts(tmp_path, arrays):
         assert [m.step for m in client.get_metric_history(r.info.run_id, name)] == [0, 1, 2], name
     assert r.data.metrics["test/acc"] == pytest.approx(result["test_acc"])
     assert r.data.metrics["train/l1_penalty"] > 0 and r.data.metrics["train/l2_penalty"] > 0
+    # A whole epoch holds its training stretch and more (validation, probe, checkpoints, logging).
+    walls, trains = (client.get_metric_history(r.info.run_id, n) for n in ("epoch_wall_seconds", "epoch_seconds"))
+    for wall, trained in zip(sorted(walls, key=lambda m: m.step), sorted(trains, key=lambda m: m.step), strict=True):
+        assert wall.value > trained.value > 0, (wall.step, wall.value, trained.value)
+    assert sum(m.value for m in walls) < result["job_seconds"]
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {
         "config.yaml",
@@ -133,3 +142,35 @@ def test_a_run_arrives_at_a_real_mlflow_server_and_reads_back_over_rest(tmp_path
     query = f"{url}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints"
     with urllib.request.urlopen(query, timeout=30) as resp:
         assert [f["path"] for f in json.load(resp)["files"]] == ["checkpoints/best.ckpt"]
+    # The logged model went through the server too, and loads back from it.
+    client = MlflowClient(url)
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    assert str(client.get_logged_model(output.model_id).status) == "READY"
+    mlflow.set_tracking_uri(url)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(model.predict(load_arrays(arrays)["x_test"][:4])) == 4
+
+
+def test_studies_creating_one_new_store_at_once_all_succeed(tmp_path):
+    # The workflow creates a study's and its learning-rate sweep's experiments in parallel jobs, in
+    # one SQLite file that does not exist yet: MLflow's schema migrations must not run twice at once.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "import sys, time; from cnnlab.tracking import init_store; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "print(init_store(sys.argv[1], sys.argv[3])['experiment_id'])"
+    )
+    start = f"{time.time() + 4:.3f}"  # all processes past their imports, then released together
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, uri, start, f"study{i}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 2, [err[-2000:] for _, err in results]
+    ids = {out.strip() for out, _ in results}
+    client = MlflowClient(uri)
+    assert {client.get_experiment(i).name for i in ids} == {f"study{i}" for i in range(2)}

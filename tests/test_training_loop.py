@@ -4,11 +4,14 @@ Real `cnnlab.train.train` runs on a tiny prepared data set, read back from a rea
 """
 
 import math
+import time
 
 import pytest
 import torch
 from mlflow import MlflowClient
+from torch._dynamo.utils import counters
 
+import cnnlab.checkpoint
 import cnnlab.module
 from cnnlab.lookahead import Lookahead
 from cnnlab.models import build_network
@@ -216,11 +219,65 @@ def test_lookahead_changes_what_a_run_learns(tmp_path, arrays):
     assert history(tmp_path, plain, "train/loss")[0] != history(tmp_path, averaged, "train/loss")[0]
 
 
-def test_the_gpu_settings_train_through_the_same_loop_on_the_cpu(tmp_path, arrays):
-    # bf16 autocast and channels-last: the code path a GPU run takes.
+def test_a_whole_epoch_is_timed_with_its_checkpoint_writes(tmp_path, arrays, monkeypatch):
+    # Each checkpoint write made 0.2 s slower must show in its epoch's epoch_wall_seconds, the last
+    # epoch's too (logged when training ends), on top of its epoch_seconds (training stretches only).
+    writes: dict[int, int] = {}
+    save = cnnlab.checkpoint.SafeCheckpointIO.save_checkpoint
+
+    def slow_save(self, checkpoint, path, storage_options=None):
+        time.sleep(0.2)
+        writes[checkpoint["epoch"]] = writes.get(checkpoint["epoch"], 0) + 1
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(cnnlab.checkpoint.SafeCheckpointIO, "save_checkpoint", slow_save)
+    result = train(run_config(tmp_path, arrays, "run", "trainer.max_epochs=3"))
+    walls, trained = history(tmp_path, result, "epoch_wall_seconds"), history(tmp_path, result, "epoch_seconds")
+    assert len(walls) == 3 and all(writes[e] >= 1 for e in range(3)), (walls, writes)
+    for e in range(3):
+        assert walls[e] - trained[e] >= 0.2 * writes[e], (e, walls, trained, writes)
+
+
+def record_training_forward(monkeypatch) -> dict[str, set]:
+    """What the network meets in the training steps of a real run, seen by hooks put on it as training
+    starts: whether the batches and the conv weights are channels-last, the dtype of each layer's output."""
+    seen = {"batch_channels_last": set(), "weights_channels_last": set(), "activation_dtypes": set()}
+    start = cnnlab.module.Classifier.on_train_start
+
+    def before_forward(net, args):
+        if net.training:
+            seen["batch_channels_last"].add(args[0].is_contiguous(memory_format=torch.channels_last))
+            seen["weights_channels_last"].update(m.weight.is_contiguous(memory_format=torch.channels_last)
+                                                 for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+
+    def after_layer(layer, args, output):
+        if layer.training:
+            seen["activation_dtypes"].add(output.dtype)
+
+    def hooked(self):
+        start(self)
+        self.net.register_forward_pre_hook(before_forward)
+        for m in self.net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.register_forward_hook(after_layer)
+
+    monkeypatch.setattr(cnnlab.module.Classifier, "on_train_start", hooked)
+    return seen
+
+
+@pytest.mark.parametrize("bf16, channels_last", [(True, True), (True, False), (False, True)],
+                         ids=["bf16+channels_last", "bf16", "channels_last"])
+def test_the_gpu_settings_take_effect_in_training_on_the_cpu(tmp_path, arrays, monkeypatch, bf16, channels_last):
+    # bf16 autocast and channels-last: the code path a GPU run takes. Each setting is on in one run
+    # and off in another, so each check is seen to fail without its setting.
+    seen = record_training_forward(monkeypatch)
     result = train(run_config(tmp_path, arrays, "run", "model=cnn", "model.channels=[8,16]", "model.batch_norm=true",
-                              "trainer.precision=bf16-mixed", "trainer.channels_last=true", "trainer.max_epochs=2",
+                              f"trainer.precision={'bf16-mixed' if bf16 else '32-true'}",
+                              f"trainer.channels_last={str(channels_last).lower()}", "trainer.max_epochs=2",
                               "optimizer=adam", "optimizer.lr=0.003"))
+    assert seen["activation_dtypes"] == {torch.bfloat16 if bf16 else torch.float32}
+    assert seen["batch_channels_last"] == {channels_last}
+    assert seen["weights_channels_last"] == {channels_last}  # still so after the optimizer's updates
     losses = history(tmp_path, result, "train/loss")
     assert all(math.isfinite(v) for v in losses) and losses[1] < losses[0]
     assert result["test_acc"] > 0.1  # ten classes: above chance after two epochs
@@ -229,8 +286,14 @@ def test_the_gpu_settings_train_through_the_same_loop_on_the_cpu(tmp_path, array
 @pytest.mark.slow
 def test_torch_compile_trains_through_the_same_loop(tmp_path, arrays):
     # No dropout: compiled code draws its random masks from another generator.
+    torch._dynamo.reset()
+    counters.clear()
     result = train(
         run_config(tmp_path, arrays, "run", "trainer.compile=true", "trainer.max_epochs=2", "model.dropout=0")
     )
+    compiled = {"graphs": counters["stats"]["unique_graphs"], "frames": counters["frames"]["ok"]}
+    counters.clear()
     plain = train(run_config(tmp_path, arrays, "plain", "trainer.max_epochs=2", "model.dropout=0"))
+    assert compiled["graphs"] > 0 and compiled["frames"] > 0, compiled
+    assert counters["stats"]["unique_graphs"] == 0 and counters["frames"]["total"] == 0  # nothing compiled without it
     assert history(tmp_path, result, "train/loss") == pytest.approx(history(tmp_path, plain, "train/loss"), rel=1e-3)

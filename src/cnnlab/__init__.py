@@ -4,9 +4,7 @@ import os
 
 __version__ = "0.1.0"
 
-# MLflow's usage telemetry (on by default since MLflow 3.2) starts a thread at `import mlflow` that
-# fetches a config over the network; when that fails (no internet, as on compute nodes) the thread
-# deletes an environment variable, which can break any code iterating os.environ at that moment
-# (seen: KeyError '_MLFLOW_TELEMETRY_SESSION_ID' in the credential scan of a training job).
-# A user who wants the telemetry sets MLFLOW_DISABLE_TELEMETRY=false.
+# MLflow's usage telemetry is on by default and sends events to MLflow's servers from a background
+# thread: training jobs on clusters without internet would try in vain, and no study data should
+# leave the machine unasked. MLFLOW_DISABLE_TELEMETRY=false in the environment turns it back on.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -88,6 +88,9 @@ class TrackingConfig:
     experiment: str = ""  # empty: the study's name
     log_checkpoint: bool = True
     timeout_s: int = 20  # how long an unreachable tracking server may stall a job
+    # Seconds between samples of CPU, memory and GPU use (MLflow's system metrics); 0: none.
+    # Each sample is a few reads of /proc and NVML plus one small write to the store.
+    system_metrics_interval_s: float = 5.0
 
 
 @dataclass

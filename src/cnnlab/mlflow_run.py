@@ -1,21 +1,31 @@
-"""The MLflow run of one training job: opened (or resumed), tagged, finished or marked failed."""
+"""The MLflow run of one training job: opened (or resumed), tagged, finished or marked failed.
+
+Besides cnnlab's own tags, a run fills what MLflow's UI and API read: its system tags (source,
+git commit, a note saying which variant it is), the data set as a run input, system metrics
+while it trains, and its best checkpoint as a logged model (cnnlab.mlflow_model).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import torch
 from mlflow.entities import Metric
 from omegaconf import OmegaConf
 
-from cnnlab import tracking
+from cnnlab import mlflow_model, system_metrics, tracking
 from cnnlab.atomic import write_text
+from cnnlab.errors import UserError
 from cnnlab.models import Network, family_of
 from cnnlab.provenance import device_name, git_state, versions
 from cnnlab.rundir import RunDir
+from cnnlab.study import load_study
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +41,63 @@ FINAL_METRICS = {
 }
 
 
-def run_tags(cfg, net: Network, stats: dict, fp: str, adds: str) -> dict:
+# The command that makes a training run: MLflow's Source column shows it.
+SOURCE_NAME = "cnnlab.train"
+# The split a run trains on: the context of its dataset input (MLflow's own autologgers say "train").
+DATA_CONTEXT = "train"
+
+
+def variant_context(cfg, conf_dir: Path) -> dict:
+    """What the run's variant adds over its baseline, the baseline's name, and whether the variant
+    combines all of its family's optimizations, from the study file.
+
+    Empty for a run by hand (study or variant 'adhoc') or a variant the study no longer has.
+    """
+    none = {"adds": "", "baseline": "", "combined": False}
+    if cfg.run.study == "adhoc" or cfg.run.variant == "adhoc":
+        return none
+    try:
+        study = load_study(cfg.run.study, conf_dir)
+        variant = study.variant(cfg.run.variant)
+    except UserError:
+        return none
+    family = study.model_choice(variant.name)
+    baselines = [v.name for v in study.variants.values() if v.baseline and study.model_choice(v.name) == family]
+    return {"adds": variant.adds, "baseline": baselines[0] if baselines else "", "combined": variant.combined}
+
+
+def run_note(cfg, context: dict) -> str:
+    """The run's description in MLflow (Markdown): which variant, what it adds, its study."""
+    name = f"**{cfg.run.variant}**, seed {cfg.seed}, of study **{cfg.run.study}**"
+    family = family_of(cfg.model)
+    if not context["adds"]:
+        return f"{name}: a {family} network trained by hand, not a variant of a study file."
+    if context["baseline"] == cfg.run.variant:
+        return f"{name}: the {family} baseline that the study's other {family} variants are compared with."
+    against = f"its baseline **{context['baseline']}**" if context["baseline"] else "its family's baseline"
+    if context["combined"]:
+        return f"{name}: all of the study's {family} optimizations together ({context['adds']}), against {against}."
+    return f"{name}: adds {context['adds']} over {against}."
+
+
+def run_tags(cfg, net: Network, stats: dict, fp: str, context: dict) -> dict:
     commit, dirty = git_state()
+    source = {
+        "mlflow.source.name": SOURCE_NAME,
+        "mlflow.source.type": "LOCAL",
+        "mlflow.note.content": run_note(cfg, context),
+    }
+    if commit != "unknown":
+        source["mlflow.source.git.commit"] = commit
     return {
+        **source,
         "cnnlab.kind": "train",
         "study": cfg.run.study,
         "variant": cfg.run.variant,
         "seed": cfg.seed,
         "model": family_of(cfg.model),
         "architecture": net.architecture,
-        "adds": adds,
+        "adds": context["adds"],
         "git_commit": commit,
         "git_dirty": dirty,
         "data_md5": stats.get("archive_md5", ""),
@@ -52,15 +109,70 @@ def run_tags(cfg, net: Network, stats: dict, fp: str, adds: str) -> dict:
     }
 
 
+def data_input(stats: dict, arrays: str | Path):
+    """The data set as an MLflow run input: CIFAR-10 with its archive's MD5 as digest, where it came
+    from, and the split the run trained on as its context."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    # Data prepared before the source was recorded name the prepared arrays instead.
+    url = stats.get("source_url") or Path(arrays).resolve().as_uri()
+    # As MLflow's HTTPDatasetSource and LocalArtifactDatasetSource write them.
+    if url.startswith(("http://", "https://")):
+        source_type, source = "http", {"url": url}
+    else:
+        source_type, source = "local", {"uri": url}
+    schema = {"mlflow_tensorspec": {
+        "features": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": [-1, 3, 32, 32]}}]),
+        "targets": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}]),
+    }}
+    md5 = stats.get("archive_md5") or "unknown"
+    profile = {
+        "archive_md5": md5,
+        "num_rows": stats.get("n_train"),  # the training split; the others are held out from it
+        "validation_rows": stats.get("n_val"),
+        "test_rows": stats.get("n_test"),
+        "split_seed": stats.get("split_seed"),
+    }
+    dataset = Dataset(
+        name="cifar10",
+        digest=md5[:8],  # as MLflow's own digests: 8 hex digits of an MD5
+        source_type=source_type,
+        source=json.dumps(source),
+        schema=json.dumps(schema),
+        profile=json.dumps(profile),
+    )
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, DATA_CONTEXT)])
+
+
+def input_example(arrays: str | Path, n: int) -> np.ndarray:
+    """The first n test images, uint8 (n, 3, 32, 32): the logged model's input example.
+
+    Read from the front of the uncompressed .npz member alone: loading all of x_test (30 MB for
+    CIFAR-10) would take about 0.1 s of the job's end.
+    """
+    with zipfile.ZipFile(arrays) as z, z.open("x_test.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+        if not fortran_order:  # as np.savez writes it
+            count = min(n, shape[0])
+            data = f.read(count * int(np.prod(shape[1:])) * dtype.itemsize)
+            return np.frombuffer(data, dtype=dtype).reshape(count, *shape[1:]).copy()
+    with np.load(arrays, allow_pickle=False) as z:
+        return np.ascontiguousarray(z["x_test"][:n])
+
+
 class TrainingRun:
     """One training job's MLflow run: its id is kept in the run folder, so a resumed job continues it."""
 
-    def __init__(self, cfg, run_dir: RunDir, fp: str, tags: dict, resuming: bool):
-        uri = tracking.resolve_uri(cfg.tracking.uri)
+    def __init__(self, cfg, run_dir: RunDir, fp: str, tags: dict, resuming: bool, stats: dict):
+        self.cfg, self.stats = cfg, stats
+        self.uri = uri = tracking.resolve_uri(cfg.tracking.uri)
         self.client = tracking.connect(uri, cfg.tracking.timeout_s)
         experiment = cfg.tracking.experiment or cfg.run.study
         local_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" if uri.startswith("sqlite:") else None
-        exp_id = tracking.ensure_experiment(self.client, experiment, local_root)
+        self.experiment_id = exp_id = tracking.ensure_experiment(self.client, experiment, local_root)
         state = run_dir.state()
         same_store = state.get("tracking_uri") == tracking.redact(uri)  # the run folder keeps no credentials
         previous = state.get("mlflow_run_id") if resuming and same_store else None
@@ -69,11 +181,17 @@ class TrainingRun:
         self.run_id, self.last_step = tracking.start_or_resume_run(self.client, exp_id, previous, name, params, tags)
         on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
         tracking.set_tags(self.client, self.run_id, {"device": device_name(torch.device("cuda" if on_gpu else "cpu"))})
+        # Logged again by a resumed job: the store keeps one input per (data set, run).
+        tracking.with_retry(self.client.log_inputs, self.run_id, datasets=[data_input(stats, cfg.data.arrays)])
         write_text(run_dir.config_file, tracking.redact_text(OmegaConf.to_yaml(cfg)))  # an artifact
         if self.last_step < 0:
             self.client.log_artifact(self.run_id, str(run_dir.config_file))
         run_dir.save_state(fingerprint=fp, mlflow_run_id=self.run_id, tracking_uri=tracking.redact(uri),
                            experiment_id=exp_id)
+        self.model_warm_up = mlflow_model.warm_up()
+        self.monitor = system_metrics.start_monitor(
+            self.run_id, uri, cfg.tracking.system_metrics_interval_s, resuming=self.last_step >= 0, on_gpu=on_gpu
+        )
 
     def callback(self) -> tracking.MlflowTracker:
         return tracking.MlflowTracker(self.client, self.run_id, self.last_step)
@@ -82,20 +200,64 @@ class TrainingRun:
         if self.last_step < 0:
             tracking.with_retry(self.client.log_metric, self.run_id, "params", n_params, step=0)
 
+    def _stop_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
+
+    def _logged_model_id(self) -> str | None:
+        """The id of this run's finished logged model, if a job killed after logging it left one.
+
+        A model a killed job left half-logged is deleted, so the run shows one model.
+        """
+        found = self.client.search_logged_models(
+            experiment_ids=[self.experiment_id],
+            filter_string=f"source_run_id = '{self.run_id}' AND name = '{mlflow_model.MODEL_NAME}'",
+        )
+        ready = [m.model_id for m in found if str(m.status) == "READY"]
+        for model in found:
+            if model.model_id not in ready:
+                self.client.delete_logged_model(model.model_id)
+        return ready[0] if ready else None
+
+    def log_model(self, checkpoint: Path) -> str:
+        """The best checkpoint as the run's MLflow model (once, also across a resumed job); its id."""
+        model_id = self._logged_model_id()
+        if model_id is not None:
+            return model_id
+        start = time.perf_counter()
+        self.model_warm_up.join()
+        example = input_example(self.cfg.data.arrays, mlflow_model.EXAMPLE_IMAGES)
+        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+        mlflow.set_tracking_uri(self.uri)  # MLflow's model logging reads the global URI
+        try:
+            info = mlflow_model.log_best_model(
+                self.client, self.client.get_run(self.run_id), checkpoint, self.cfg, self.stats, example
+            )
+        finally:
+            mlflow.set_tracking_uri(previous)
+        log.info("logged the best checkpoint as MLflow model %s (%.2f s)", info.model_id, time.perf_counter() - start)
+        return info.model_id
+
     def finish(self, run_dir: RunDir, result: dict) -> None:
+        self._stop_monitor()
+        best = run_dir.checkpoints / "best.ckpt"
+        model_id = self.log_model(best) if best.is_file() else None
         now = int(time.time() * 1000)
-        metrics = [Metric(name, float(result[key]), now, 0) for key, name in FINAL_METRICS.items()
+        # Linked to the logged model, so its page shows the accuracy it reached.
+        metrics = [Metric(name, float(result[key]), now, 0, model_id=model_id) for key, name in FINAL_METRICS.items()
                    if result.get(key) is not None]
         tracking.with_retry(self.client.log_batch, self.run_id, metrics=metrics)
         for f in sorted(run_dir.artifacts.iterdir()):
             self.client.log_artifact(self.run_id, str(f))
-        best = run_dir.checkpoints / "best.ckpt"
         if best.is_file():
             self.client.log_artifact(self.run_id, str(best), "checkpoints")
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, error: BaseException) -> None:
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        self._stop_monitor()
+        # SystemExit: Lightning's answer to SIGTERM (a scheduler's preemption, `kill`)
+        status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         try:
             tracking.set_tags(self.client, self.run_id, {"error": f"{type(error).__name__}: {message}"[:4000]})

@@ -50,6 +50,10 @@ class Classifier(pl.LightningModule):
         self._step_in_epoch = 0
         self._stretch_start: float | None = None
         self._epoch_train_seconds = 0.0
+        # Whole epochs as a user waits for them: one epoch's start to the next one's (or to the end of
+        # training), so its validation, probe, logging, checkpoint writes and hooks are all inside.
+        self._wall_epoch, self._wall_start = 0, None
+        self._epoch_walls: dict[int, float] = {}  # seconds by epoch, measured but not yet logged
         self._last_val: dict | None = None
         self._epoch_start_weights: list[torch.Tensor] | None = None
         self.epoch_lr = float("nan")
@@ -107,6 +111,8 @@ class Classifier(pl.LightningModule):
         self._lookahead_state = checkpoint.get("cnnlab_lookahead")
 
     def on_train_epoch_start(self) -> None:
+        self.end_epoch_wall()  # the previous epoch ends where this one starts
+        self._wall_epoch, self._wall_start = self.current_epoch, time.perf_counter()
         # Dropout and any other randomness of epoch e depends on (seed, epoch) only: resumable.
         torch.manual_seed(self.trainer.datamodule.seed * 1_000_003 + self.current_epoch)
         self._reset("train")
@@ -244,6 +250,23 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.epoch_summary()
+
+    def end_epoch_wall(self) -> None:
+        """Close the running epoch's wall-clock window (a no-op when none is open)."""
+        if self._wall_start is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._epoch_walls[self._wall_epoch] = time.perf_counter() - self._wall_start
+            self._wall_start = None
+
+    def pop_epoch_walls(self) -> dict[int, float]:
+        """Wall seconds of the whole epochs that ended since the last call, by epoch.
+
+        An epoch's time is known only once the next one starts, so the MLflow callback logs it a step
+        late; the last epoch's when training ends. An epoch cut short by a kill has none.
+        """
+        walls, self._epoch_walls = self._epoch_walls, {}
+        return walls
 
     @torch.no_grad()
     def _weight_statistics(self) -> dict[str, torch.Tensor]:

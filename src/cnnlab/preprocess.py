@@ -42,6 +42,7 @@ def prepare(
     split_seed: int = 0,
     train_records: int = 50000,
     test_records: int = 10000,
+    source_url: str = "",
 ) -> dict:
     data = read_archive(archive, train_records, test_records)
     tr, va = split_indices(len(data.y_train), val_size, split_seed)
@@ -56,6 +57,7 @@ def prepare(
         "val_size": val_size,
         "split_seed": split_seed,
         "archive_md5": md5,
+        "source_url": source_url,  # where the archive came from (without credentials), for MLflow's dataset input
     }
     arrays = {
         "x_train": data.x_train[tr],

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "results/mlflow.db"
 SECRET = re.compile(r"token|password|passwd|secret|credential|api[_-]?key|auth", re.IGNORECASE)
 MAX_PARAM_CHARS = 6000
+# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view; this one opens
+# the model-training view with the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_uri(configured: str = "", default_db: str | Path = DEFAULT_DB) -> str:
@@ -45,7 +48,10 @@ MIN_SECRET_CHARS = 6  # shorter environment values would blank ordinary words ou
 
 def known_secrets() -> list[str]:
     """Values of environment variables named like secrets (MLFLOW_TRACKING_PASSWORD, ..._TOKEN, ...)."""
-    return [v for k, v in os.environ.items() if SECRET.search(k) and len(v) >= MIN_SECRET_CHARS]
+    # One key at a time: MLflow's threads set and remove variables while a job runs, and a variable
+    # that vanishes between listing and reading is skipped (os.environ.items() raised KeyError).
+    values = (os.environ.get(k) for k in list(os.environ) if SECRET.search(k))
+    return [v for v in values if v is not None and len(v) >= MIN_SECRET_CHARS]
 
 
 def redact_text(text: str) -> str:
@@ -89,26 +95,45 @@ def connect(uri: str, timeout_s: int = 20) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path | None = None) -> str:
-    """The experiment's id, creating it once (with its artifacts under artifact_root for SQLite)."""
+    """The experiment's id, creating it once (with its artifacts under artifact_root for SQLite),
+    marked as a model-training experiment."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made by an older cnnlab
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     location = Path(artifact_root).resolve().as_uri() if artifact_root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except MlflowException:
         # Another process created it between our look-up and create.
-        return client.get_experiment_by_name(name).experiment_id
+        return ensure_experiment(client, name)
 
 
 def init_store(uri: str, experiment: str, artifact_root: str | Path | None = None) -> dict:
     """Create the database (tables) and the experiment before any training job starts."""
-    client = connect(uri)
-    local = uri.startswith("sqlite:") or uri.startswith("file:")
-    exp_id = ensure_experiment(client, experiment, artifact_root if local else None)
+    with _creation_lock(uri):
+        client = connect(uri)
+        local = uri.startswith("sqlite:") or uri.startswith("file:")
+        exp_id = ensure_experiment(client, experiment, artifact_root if local else None)
     return {"tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id}
+
+
+def _creation_lock(uri: str):
+    """Two studies started together create one SQLite store: MLflow's schema migrations are not
+    safe to run twice at once ('Online migration expected to match one row'), so they take turns."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{db}.lock")
 
 
 def with_retry(fn, *args, attempts: int = 8, **kwargs):
@@ -157,8 +182,20 @@ class MlflowTracker(pl.Callback):
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        batch += self._epoch_walls(pl_module, now)  # the previous epoch's, measured as this one started
         with_retry(self.client.log_batch, self.run_id, metrics=batch)
         self.last_logged_step = step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        # After the last epoch's checkpoints: its whole-epoch time is complete now.
+        pl_module.end_epoch_wall()
+        walls = self._epoch_walls(pl_module, int(time.time() * 1000))
+        if trainer.is_global_zero and walls:
+            with_retry(self.client.log_batch, self.run_id, metrics=walls)
+
+    @staticmethod
+    def _epoch_walls(pl_module, now: int) -> list[Metric]:
+        return [Metric("epoch_wall_seconds", s, now, e) for e, s in pl_module.pop_epoch_walls().items()]
 
 
 def last_logged_step(client: MlflowClient, run_id: str) -> int:

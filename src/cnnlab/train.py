@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -22,6 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from cnnlab import command_line, tracking
@@ -31,12 +33,12 @@ from cnnlab.config import fingerprint, validate
 from cnnlab.datamodule import ArrayDataModule, load_stats
 from cnnlab.errors import UserError, storage_error_message
 from cnnlab.gpu import pin_to_free_gpu
-from cnnlab.mlflow_run import TrainingRun, run_tags
+from cnnlab.mlflow_run import TrainingRun, run_tags, variant_context
 from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.module import Classifier, NonFiniteLossError
 from cnnlab.provenance import seconds_since_process_start
 from cnnlab.rundir import RunDir
-from cnnlab.study import CONF_DIR, load_study, register_schema
+from cnnlab.study import CONF_DIR, register_schema
 from cnnlab.trainer import build_trainer, channels_last, quiet_lightning
 from cnnlab.tuning import apply_tuned_rate
 
@@ -71,10 +73,10 @@ def train(cfg: DictConfig) -> dict:
 
     run = None
     if cfg.tracking.enabled and rank_zero_only.rank == 0:
-        tags = run_tags(cfg, net, stats, fp, _adds(cfg))
+        tags = run_tags(cfg, net, stats, fp, variant_context(cfg, command_line.conf_dir_in_use()))
         if cfg.run.sweep:
             tags["cnnlab.sweep"] = cfg.run.sweep  # the runs of one `cnnlab-train -m` share it
-        run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None)
+        run = TrainingRun(cfg, run_dir, fp, tags, resuming=resume is not None, stats=stats)
         run.log_parameter_count(n_params)
     elif rank_zero_only.rank == 0:
         write_text(run_dir.config_file, OmegaConf.to_yaml(cfg))  # what cnnlab-eval rebuilds the network from
@@ -101,6 +103,14 @@ def train(cfg: DictConfig) -> dict:
                   "test_acc": float("nan"), "best_val_acc": float("nan"), "error": str(e)}
         run_dir.save_result(result)
         return result
+    except SIGTERMException as e:
+        # Lightning stops a run on SIGTERM (a scheduler's preemption, `kill`) with a bare SystemExit,
+        # whose exit status is 0: the job would look finished, without its outputs.
+        if run is not None:
+            run.fail(e)
+        print(f"cnnlab-train: stopped by SIGTERM in epoch {trainer.current_epoch}; run the same command "
+              "again to resume from the last checkpoint.", file=sys.stderr)  # fmt: skip
+        raise SystemExit(128 + signal.SIGTERM) from None  # the status of a process killed by SIGTERM
     except BaseException as e:
         if run is not None:
             run.fail(e)
@@ -136,16 +146,6 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
-def _adds(cfg) -> str:
-    """What the run's variant adds over its baseline, from the study file ('' for a run by hand)."""
-    if cfg.run.study == "adhoc" or cfg.run.variant == "adhoc":
-        return ""
-    try:
-        return load_study(cfg.run.study, command_line.conf_dir_in_use()).variant(cfg.run.variant).adds
-    except UserError:
-        return ""
-
-
 def _failure(error: BaseException) -> tuple[int, str] | None:
     """Exit code and sentence for a failure the user can act on; None for a bug (its traceback is wanted)."""
     if isinstance(error, UserError):
@@ -167,10 +167,25 @@ def _exit_on_failure(error: BaseException) -> None:
 _COMMAND_LINE: list[str] = []  # as typed: Lightning's DDP re-launches this command for each process
 
 
+def _redact_hydra_record(hydra_cfg) -> None:
+    """Hydra saves the overrides and composed config (tracking URI included) in `.hydra/` before
+    the job starts: rewrite them without credentials, as every other file of the run folder is."""
+    if not hydra_cfg.output_subdir:
+        return
+    record = os.path.join(hydra_cfg.runtime.output_dir, hydra_cfg.output_subdir)
+    for name in sorted(os.listdir(record)) if os.path.isdir(record) else ():
+        path = os.path.join(record, name)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if tracking.redact_text(text) != text:
+            write_text(path, tracking.redact_text(text))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def run_job(cfg: DictConfig) -> float | None:
     """One job of `cnnlab-train`: Hydra's config, checked, trained; returns the test accuracy."""
     hydra_cfg = HydraConfig.get()
+    _redact_hydra_record(hydra_cfg)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         with open_dict(cfg):
             cfg.run.dir = os.path.join(hydra_cfg.sweep.dir, hydra_cfg.sweep.subdir)

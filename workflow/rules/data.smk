@@ -20,6 +20,7 @@ rule prepare_data:
         "logs/prepare_data.log",
     params:
         md5=config["data_md5"],
+        url=config["data_url"],
         layout={k: config[k] for k in ("train_records", "test_records", "val_size", "split_seed")},
     script:
         "../scripts/prepare_data.py"

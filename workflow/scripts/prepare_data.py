@@ -1,7 +1,11 @@
 from cnnlab.jobs import run_step
 from cnnlab.preprocess import prepare
+from cnnlab.tracking import redact
 
-run_step(
-    snakemake,
-    lambda s: prepare(s.input.archive, s.output.arrays, s.output.stats, s.params.md5, **s.params.layout),
-)
+
+def _prepare(s):
+    layout, url = s.params.layout, redact(s.params.url)  # the data set's profile keeps no credentials
+    return prepare(s.input.archive, s.output.arrays, s.output.stats, s.params.md5, **layout, source_url=url)
+
+
+run_step(snakemake, _prepare)

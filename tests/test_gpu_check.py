@@ -26,6 +26,9 @@ def test_gpu_check_dry_writes_every_figure(tmp_path):
         assert re.search(rf"packing: {k} jobs per GPU: 2 jobs in [\d.]+ s = \d+ jobs/hour", results), results
     chosen = int(re.search(r"most jobs per hour at (\d) jobs per GPU", results).group(1))
     assert f"{chosen} jobs per GPU: wall time" in results
+    # The workflow's `gpu` limit: one stand-in GPU times the chosen jobs per GPU.
+    study_log = (work / "study.log").read_text()
+    assert re.search(rf"Provided resources: gpu=\D*{chosen}\b", study_log), study_log[:2000]
     # Each accuracy in the file is the run's own, and each job ran pinned to the stand-in GPU 0.
     runs = work / "workflow" / "results" / "gpu_check" / "runs"
     for variant in ("mlp_baseline", "cnn_baseline"):

@@ -39,11 +39,24 @@ def jobs_per_gpu() -> int:
     return int(text)
 
 
+def set_jobs_per_gpu(n: int) -> None:
+    """Tell the training jobs this process starts (they inherit its environment) how many share a GPU."""
+    os.environ[JOBS_PER_GPU_VARIABLE] = str(n)
+
+
+def listed_gpus() -> list[str] | None:
+    """The GPUs CUDA_VISIBLE_DEVICES lists (ids or UUIDs); None when it is not set."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return None
+    return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+
+
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them, without initializing CUDA."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    listed = listed_gpus()
     if listed is not None:
-        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+        return listed
     import torch
 
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []

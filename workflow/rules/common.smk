@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from cnnlab.config import fingerprint
 from cnnlab.errors import UserError
+from cnnlab.gpu import listed_gpus, set_jobs_per_gpu
 from cnnlab.report.registry import figures as report_figures
 from cnnlab.study import compose_config, load_study
 from cnnlab.tracking import resolve_uri
@@ -63,8 +64,9 @@ def count_local_gpus() -> int:
     import shutil
     import subprocess
 
-    if "CUDA_VISIBLE_DEVICES" in os.environ:
-        return len([g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()])
+    listed = listed_gpus()
+    if listed is not None:
+        return len(listed)
     if not shutil.which("nvidia-smi"):
         return 0
     out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
@@ -72,11 +74,11 @@ def count_local_gpus() -> int:
 
 
 # Locally, `gpu` counts GPU slots: jobs_per_gpu training jobs per GPU, each asking for one slot
-# (gpu=1) and pinned to one GPU by the slot locks of cnnlab.gpu, which read jobs_per_gpu from
-# CNNLAB_JOBS_PER_GPU (local jobs inherit this environment). A `gpu` limit on the command line
-# wins. Under a cluster executor the scheduler hands out whole GPUs instead (profiles/slurm).
+# (gpu=1) and pinned to one GPU by the slot locks of cnnlab.gpu, which learn jobs_per_gpu from
+# the environment local jobs inherit (set_jobs_per_gpu). A `gpu` limit on the command line wins.
+# Under a cluster executor the scheduler hands out whole GPUs instead (the SLURM profile).
 JOBS_PER_GPU = config["jobs_per_gpu"]
-os.environ["CNNLAB_JOBS_PER_GPU"] = str(JOBS_PER_GPU)
+set_jobs_per_gpu(JOBS_PER_GPU)
 if workflow.local_exec and "gpu" not in workflow.global_resources:
     LOCAL_GPUS = count_local_gpus()
     if LOCAL_GPUS > 0:

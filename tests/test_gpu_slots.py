@@ -119,3 +119,16 @@ def test_a_bad_jobs_per_gpu_is_one_clear_sentence(monkeypatch, value):
     monkeypatch.setenv("CNNLAB_JOBS_PER_GPU", value)
     with pytest.raises(UserError, match="jobs_per_gpu"):
         jobs_per_gpu()
+
+
+def test_the_workflow_hands_jobs_per_gpu_to_its_jobs_and_reads_the_gpu_list(monkeypatch):
+    from cnnlab.gpu import jobs_per_gpu, listed_gpus, set_jobs_per_gpu
+
+    monkeypatch.delenv("CNNLAB_JOBS_PER_GPU", raising=False)
+    assert jobs_per_gpu() == 1  # a job started by hand has its GPU to itself
+    set_jobs_per_gpu(3)
+    assert jobs_per_gpu() == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", " 2, GPU-5f2a ,")
+    assert listed_gpus() == ["2", "GPU-5f2a"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert listed_gpus() is None

@@ -13,8 +13,10 @@
 #
 # What it expects: one GPU (more are used as the lecture study's slots; packing uses GPU 0), no
 # internet. torch and Lightning installed; Snakemake, Hydra, MLflow and their own dependencies as
-# wheels in $WHEELS (default: .whl/ in the repository, `pip download -d .whl -e .` made elsewhere),
-# installed with --no-index when `import snakemake, hydra, mlflow` fails. The CIFAR-10 binary
+# wheels in $WHEELS (default: .whl/ in the repository), made on a machine with the same Python and
+# platform by `pip download -d .whl 'snakemake>=9,<10' 'hydra-core>=1.3,<1.4' 'mlflow>=3.7,<4'
+# pooch 'setuptools>=77'` (torch is not among their dependencies); installed with
+# `pip install --no-index` when `import snakemake, hydra, mlflow` fails. The CIFAR-10 binary
 # archive at --archive (default: ../shared/data/cifar10/cifar-10-binary.tar.gz) with its MD5.
 # Not yet run on a GPU: the sizes below are chosen to fit about 8 minutes on one H100-class GPU
 # by estimate (lecture CNN epoch ~1-2 s, start-up ~5 s per job), not by measurement.

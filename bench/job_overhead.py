@@ -1,19 +1,29 @@
-"""Where a study's time goes: per-job start-up overhead, and training versus everything else.
+"""Where a study's job time goes: start-up, training, and the work after training.
 
-    python -m bench.job_overhead --run                # run the quick study on the local mirror, then analyse
-    python -m bench.job_overhead --workdir DIR        # analyse a finished run in DIR
+    python -m bench.job_overhead --workdir DIR --study quick   # a finished study in DIR (snakemake's folder)
+    python -m bench.job_overhead --run --workdir DIR          # run the quick study there first (timed)
 
-Per training job: seconds from the process's start to its first training step (imports, data
-load, model, Lightning set-up; logged as `startup_seconds`), seconds inside training epochs
-(`epoch_seconds` summed), and the rest of the job (validation, test, figures, MLflow uploads).
-For the whole study: wall time, and the share of it spent in training epochs (the epochs'
-seconds summed over jobs, divided by the number of jobs Snakemake ran at once).
+Reads each training run's result.json (results/<study>/runs/<variant>/seed<k>/) and, when there,
+its Snakemake benchmark file (benchmarks/<study>/train/<variant>-seed<k>.tsv). Per job, in seconds:
+
+- start-up: process start to the first training step (imports, data, network, MLflow run,
+  Lightning set-up; `startup_seconds`);
+- training: the training epochs, validation excluded (`train_seconds`);
+- after training: from the end of the last epoch's validation to result.json (test, figures,
+  artifacts, closing the MLflow run; `after_training_seconds`);
+- job: the Snakemake benchmark's wall time of the whole process, else `process_seconds`
+  (process start to result.json).
+
+Then the means, and the non-training share of job time: 1 - (sum of training) / (sum of job).
+Targets (issue 15): start-up <= 3 s, after training <= 2 s, non-training share <= 15%.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import os
 import statistics
 import subprocess
@@ -21,59 +31,84 @@ import sys
 import time
 from pathlib import Path
 
-from mlflow import MlflowClient
-
 from bench.common import MIRROR, MIRROR_MD5, REPO
 
 
-def run_study(workdir: Path, study: str, archive: str, md5: str, cores: str) -> float:
+def run_study(workdir: Path, study: str, archive: str, md5: str, cores: str, extra: list[str]) -> float:
+    """`snakemake --cores N` for the study in workdir, from the archive; returns its wall seconds."""
     cmd = [str(Path(sys.executable).with_name("snakemake")), "--cores", cores, "-s", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--config", f"study={study}", f"data_url=file://{Path(archive).resolve()}",
-           f"data_md5={md5}"]
+           f"data_md5={md5}", *extra]
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ})
+    subprocess.run(cmd, check=True)
     return time.perf_counter() - start
 
 
-def analyse(workdir: Path, study: str, wall: float | None, cores: int) -> None:
-    client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(study)
-    runs = client.search_runs([exp.experiment_id], "tags.`cnnlab.kind` = 'train'", max_results=10000)
+def job_rows(workdir: Path, study: str) -> list[dict]:
+    """One row per finished training run of the study: its variant, seed and seconds."""
     rows = []
-    for r in runs:
-        epochs = sum(m.value for m in client.get_metric_history(r.info.run_id, "epoch_seconds"))
-        bench = workdir / "benchmarks" / study / "train" / f"{r.data.tags['variant']}-seed{r.data.tags['seed']}.tsv"
-        job_wall = float(next(csv.DictReader(open(bench), delimiter="\t"))["s"]) if bench.exists() else float("nan")
-        startup = r.data.metrics.get("startup_seconds", float("nan"))
-        rows.append((r.data.tags["variant"], job_wall, startup, epochs, job_wall - startup - epochs))
-    rows.sort()
-    print(f"{'variant':<18} {'job s':>7} {'start-up s':>10} {'training s':>10} {'rest s':>7}")
-    for v, job, st, ep, rest in rows:
-        print(f"{v:<18} {job:7.1f} {st:10.1f} {ep:10.1f} {rest:7.1f}")
-    startups = [r[2] for r in rows]
-    print(f"start-up overhead per job: mean {statistics.mean(startups):.1f} s, max {max(startups):.1f} s")
-    rests = [r[4] for r in rows]
-    print(f"after-training work per job (validation, test, figures, uploads): mean {statistics.mean(rests):.1f} s")
+    for result_file in sorted((workdir / "results" / study / "runs").glob("*/seed*/result.json")):
+        r = json.loads(result_file.read_text())
+        if r.get("status") != "FINISHED":
+            continue
+        bench = workdir / "benchmarks" / study / "train" / f"{r['variant']}-seed{r['seed']}.tsv"
+        job = float(next(csv.DictReader(open(bench), delimiter="\t"))["s"]) if bench.is_file() else None
+        nan = float("nan")
+        rows.append({
+            "run": f"{r['variant']} seed {r['seed']}",
+            "job": job if job is not None else (r.get("process_seconds") or nan),
+            "startup": r.get("startup_seconds") or nan,
+            "training": r.get("train_seconds", nan),
+            "after": r.get("after_training_seconds", nan),
+        })
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    """Mean start-up, mean after-training time, and the non-training share of the jobs' time."""
+    def mean(key):
+        values = [r[key] for r in rows if not math.isnan(r[key])]
+        return statistics.mean(values) if values else float("nan")
+
+    timed = [r for r in rows if not math.isnan(r["job"]) and not math.isnan(r["training"])]
+    job_total = sum(r["job"] for r in timed)
+    share = 1 - sum(r["training"] for r in timed) / job_total if job_total else float("nan")
+    return {"jobs": len(rows), "startup_mean": mean("startup"), "after_training_mean": mean("after"),
+            "training_mean": mean("training"), "job_mean": mean("job"), "non_training_share": share}
+
+
+def report(rows: list[dict], wall: float | None = None) -> dict:
+    print(f"{'run':<26} {'job s':>7} {'start-up s':>10} {'training s':>10} {'after s':>8}")
+    for r in rows:
+        print(f"{r['run']:<26} {r['job']:7.1f} {r['startup']:10.1f} {r['training']:10.1f} {r['after']:8.1f}")
+    s = summary(rows)
+    print(f"jobs: {s['jobs']}; mean job {s['job_mean']:.1f} s, training {s['training_mean']:.1f} s")
+    print(f"start-up (process start to first step): mean {s['startup_mean']:.2f} s (target <= 3 s)")
+    print(f"after training (test, figures, artifacts, closing the run): mean {s['after_training_mean']:.2f} s "
+          "(target <= 2 s)")
     if wall is not None:
-        training_wall = sum(r[3] for r in rows) / cores
-        print(f"study wall time {wall:.0f} s: training epochs ~{training_wall:.0f} s "
-              f"({100 * training_wall / wall:.0f}%), everything else ~{wall - training_wall:.0f} s")
+        print(f"study wall time: {wall:.0f} s")
+    print(f"non_training_share_of_job_time: {100 * s['non_training_share']:.1f}% (target <= 15%)")
+    return s
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", default="/tmp/cnnlab-overhead")
+    p.add_argument("--workdir", default="/tmp/cnnlab-overhead", help="the study's snakemake folder")
     p.add_argument("--study", default="quick")
-    p.add_argument("--run", action="store_true", help="run the study first (timed)")
+    p.add_argument("--run", action="store_true", help="run the study in --workdir first (timed)")
     p.add_argument("--archive", default=str(MIRROR))
     p.add_argument("--md5", default=MIRROR_MD5)
     p.add_argument("--cores", default=str(os.cpu_count()))
-    args = p.parse_args()
+    p.add_argument("--config", nargs="*", default=[], help="more snakemake --config entries for --run")
+    args = p.parse_args(argv)
     workdir = Path(args.workdir)
-    wall = run_study(workdir, args.study, args.archive, args.md5, args.cores) if args.run else None
-    analyse(workdir, args.study, wall, int(args.cores))
-    if wall is not None:
-        print(f"job_overhead_seconds_per_job_max: see start-up column; study_wall_seconds: {wall:.0f}")
+    wall = run_study(workdir, args.study, args.archive, args.md5, args.cores, args.config) if args.run else None
+    rows = job_rows(workdir, args.study)
+    if not rows:
+        sys.exit(f"job_overhead: no finished training runs under {workdir}/results/{args.study}/runs; "
+                 "run the study there first (or pass --run)")
+    report(rows, wall)
 
 
 if __name__ == "__main__":

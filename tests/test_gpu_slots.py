@@ -1,53 +1,134 @@
-"""One GPU per job: concurrent processes get different slots, and a killed one frees its slot.
+"""GPU slots: k jobs per GPU at most, each pinned to one GPU, and a killed job frees its slot.
 
-No GPU is needed: the allocator is given the GPU count; the processes and locks are real.
+No GPU is needed: the GPUs are a stand-in CUDA_VISIBLE_DEVICES list; the processes and locks are real.
 """
 
+import collections
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
+
+# A training job's first step: take a slot, then report the GPU it is pinned to and hold it.
 CHILD = """
-import sys, time
-from pathlib import Path
-from cnnlab.gpu import acquire_gpu_slot
-index, lock = acquire_gpu_slot(int(sys.argv[1]), Path(sys.argv[2]), wait_s=60)
-print(index, flush=True)
-time.sleep(float(sys.argv[3]))
+import os, sys, time
+from cnnlab.gpu import pin_to_free_gpu
+lock = pin_to_free_gpu()
+print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+time.sleep(float(sys.argv[1]))
 """
 
 
-def _start(n_gpus, lock_dir, hold_s):
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(n_gpus), str(lock_dir), str(hold_s)],
-                            stdout=subprocess.PIPE, text=True)
+def _start(gpus: str, per_gpu: int, lock_dir, hold_s: float) -> subprocess.Popen:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus, "CNNLAB_JOBS_PER_GPU": str(per_gpu),
+           "CNNLAB_GPU_LOCK_DIR": str(lock_dir)}
+    env.pop("SLURM_JOB_GPUS", None)
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(hold_s)], stdout=subprocess.PIPE, text=True, env=env)
 
 
-def test_concurrent_jobs_never_share_a_gpu(tmp_path):
-    procs = [_start(3, tmp_path, 3) for _ in range(3)]
-    slots = [int(p.stdout.readline()) for p in procs]
-    assert sorted(slots) == [0, 1, 2]
+def _stop(procs):
     for p in procs:
-        p.wait(timeout=60)
-
-
-def test_a_fourth_job_waits_for_a_slot_and_a_sigkilled_job_frees_its_own(tmp_path):
-    holders = [_start(2, tmp_path, 120) for _ in range(2)]
-    taken = {int(p.stdout.readline()): p for p in holders}
-    assert set(taken) == {0, 1}
-    waiter = _start(2, tmp_path, 0)
-    time.sleep(2)
-    assert waiter.poll() is None  # both GPUs busy: it waits
-    os.kill(taken[1].pid, signal.SIGKILL)  # the kernel drops the dead process's lock
-    assert int(waiter.stdout.readline()) == 1
-    waiter.wait(timeout=30)
-    taken[0].kill()
-    for p in holders:
+        if p.poll() is None:
+            p.kill()
         p.wait(timeout=30)
 
 
-def test_no_gpus_means_no_slot(tmp_path):
-    from cnnlab.gpu import acquire_gpu_slot
+def _pinned(procs, expected: int, timeout_s: float = 300) -> dict:
+    """{process: GPU} for the first `expected` processes to report their GPU, in any order."""
+    pinned = {}
+    with selectors.DefaultSelector() as sel:
+        for p in procs:
+            sel.register(p.stdout, selectors.EVENT_READ, p)
+        deadline = time.monotonic() + timeout_s
+        while len(pinned) < expected and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=1):
+                pinned[key.data] = key.data.stdout.readline().strip()
+                sel.unregister(key.fileobj)
+    return pinned
 
-    assert acquire_gpu_slot(0, tmp_path) is None
+
+@pytest.mark.parametrize(("gpus", "per_gpu"), [("0,1,2", 1), ("0,1", 2), ("3,GPU-5f2a", 3)])
+def test_k_jobs_per_gpu_never_more_and_every_slot_used(tmp_path, gpus, per_gpu):
+    n_slots = len(gpus.split(",")) * per_gpu
+    procs = [_start(gpus, per_gpu, tmp_path, 120) for _ in range(n_slots + 1)]
+    try:
+        # Every slot is taken; the one job more than the slots waits instead of crowding a GPU.
+        pinned = _pinned(procs, n_slots)
+        counts = collections.Counter(pinned.values())
+        assert counts == {gpu: per_gpu for gpu in gpus.split(",")}, counts
+        time.sleep(2)
+        waiting = [p for p in procs if p not in pinned]
+        assert len(waiting) == 1 and waiting[0].poll() is None
+        assert _pinned(waiting, 1, timeout_s=2) == {}
+    finally:
+        _stop(procs)
+
+
+def test_two_jobs_on_two_gpus_go_to_different_gpus(tmp_path):
+    procs = [_start("0,1", 4, tmp_path, 60) for _ in range(2)]
+    try:
+        assert sorted(_pinned(procs, 2).values()) == ["0", "1"]
+    finally:
+        _stop(procs)
+
+
+def test_a_sigkilled_job_frees_its_slot_for_a_waiting_one(tmp_path):
+    holders = [_start("0,1", 2, tmp_path, 120) for _ in range(4)]
+    try:
+        pinned = _pinned(holders, 4)
+        assert sorted(pinned.values()) == ["0", "0", "1", "1"]
+        waiter = _start("0,1", 2, tmp_path, 0)
+        holders.append(waiter)
+        time.sleep(2)
+        assert waiter.poll() is None  # every slot busy: it waits
+        victim = next(p for p, gpu in pinned.items() if gpu == "1")
+        os.kill(victim.pid, signal.SIGKILL)  # the kernel drops the dead process's lock
+        assert waiter.stdout.readline().strip() == "1"
+        waiter.wait(timeout=30)
+    finally:
+        _stop(holders)
+
+
+def test_no_gpus_means_no_slot_and_no_pinning(tmp_path, monkeypatch):
+    from cnnlab.gpu import acquire_gpu_slot, pin_to_free_gpu
+
+    assert acquire_gpu_slot([], 2, tmp_path) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert pin_to_free_gpu() is None
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_slurm_chosen_gpu_is_left_alone(tmp_path, monkeypatch):
+    from cnnlab.gpu import pin_to_free_gpu
+
+    monkeypatch.setenv("SLURM_JOB_GPUS", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert pin_to_free_gpu() is None
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_jobs_per_gpu_is_one_clear_sentence(monkeypatch, value):
+    from cnnlab.errors import UserError
+    from cnnlab.gpu import jobs_per_gpu
+
+    monkeypatch.setenv("CNNLAB_JOBS_PER_GPU", value)
+    with pytest.raises(UserError, match="jobs_per_gpu"):
+        jobs_per_gpu()
+
+
+def test_the_workflow_hands_jobs_per_gpu_to_its_jobs_and_reads_the_gpu_list(monkeypatch):
+    from cnnlab.gpu import jobs_per_gpu, listed_gpus, set_jobs_per_gpu
+
+    monkeypatch.delenv("CNNLAB_JOBS_PER_GPU", raising=False)
+    assert jobs_per_gpu() == 1  # a job started by hand has its GPU to itself
+    set_jobs_per_gpu(3)
+    assert jobs_per_gpu() == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", " 2, GPU-5f2a ,")
+    assert listed_gpus() == ["2", "GPU-5f2a"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert listed_gpus() is None

@@ -1,8 +1,15 @@
-"""One GPU per concurrent job on one machine: a slot per GPU, held by an OS file lock.
+"""GPU slots on one machine: up to `jobs_per_gpu` training jobs per GPU, each pinned to one GPU.
 
-Snakemake's `gpu` resource only counts jobs; it never says which GPU a job gets. Each training
-process takes the first free slot and sets CUDA_VISIBLE_DEVICES before CUDA starts. The lock is
-an fcntl lock, so the kernel releases it when the process ends, even by SIGKILL.
+Snakemake's `gpu` resource only counts jobs; it never says which GPU a job gets. Each GPU has
+`jobs_per_gpu` slots, one lock file each; a training process takes the first free slot, on the
+least busy GPU, and sets CUDA_VISIBLE_DEVICES to that GPU before CUDA starts. The lock is an
+fcntl lock, so the kernel releases it when the process ends, even by SIGKILL.
+
+The GPUs to share out are the ones CUDA_VISIBLE_DEVICES lists when it is set (ids or UUIDs, as
+CUDA reads them), else every GPU torch sees. The workflow says how many jobs share one GPU
+(`jobs_per_gpu` in workflow/config.yaml, handed to its jobs as CNNLAB_JOBS_PER_GPU); a job started
+by hand has the GPU to itself unless that variable says otherwise. Under SLURM (SLURM_JOB_GPUS)
+the scheduler has already given the job its GPU, and nothing is locked.
 """
 
 from __future__ import annotations
@@ -15,55 +22,99 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from cnnlab.errors import UserError
+
 log = logging.getLogger(__name__)
 
 LOCK_DIR = Path(os.environ.get("CNNLAB_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "cnnlab-gpu-slots"))
+JOBS_PER_GPU_VARIABLE = "CNNLAB_JOBS_PER_GPU"
 
 
-def visible_gpu_count() -> int:
-    """GPUs this process may use, without initializing CUDA in it."""
+def jobs_per_gpu() -> int:
+    """How many training jobs may share one GPU: CNNLAB_JOBS_PER_GPU, 1 when unset."""
+    text = os.environ.get(JOBS_PER_GPU_VARIABLE, "1").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{JOBS_PER_GPU_VARIABLE}={text!r} is not a whole number of at least 1; "
+                        "set jobs_per_gpu in workflow/config.yaml (or the variable) to 1, 2, 4, ...")
+    return int(text)
+
+
+def set_jobs_per_gpu(n: int) -> None:
+    """Tell the training jobs this process starts (they inherit its environment) how many share a GPU."""
+    os.environ[JOBS_PER_GPU_VARIABLE] = str(n)
+
+
+def listed_gpus() -> list[str] | None:
+    """The GPUs CUDA_VISIBLE_DEVICES lists (ids or UUIDs); None when it is not set."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return None
+    return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them, without initializing CUDA."""
+    listed = listed_gpus()
+    if listed is not None:
+        return listed
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def acquire_gpu_slot(n_gpus: int, lock_dir: Path = LOCK_DIR, wait_s: float = 3600) -> tuple[int, FileLock] | None:
-    """Lock the first free of n_gpus slots and return (index, lock); None when there are no GPUs.
+def _lock_name(gpu: str, slot: int) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in gpu)
+    return f"gpu-{safe}-slot{slot}.lock"
 
-    Keep the returned lock referenced for the life of the process. When all slots are taken
-    (more jobs than GPUs, e.g. no --resources limit) it waits up to wait_s for one to free up.
+
+def acquire_gpu_slot(gpus: list[str], per_gpu: int = 1, lock_dir: Path = LOCK_DIR,
+                     wait_s: float = 3600) -> tuple[str, FileLock] | None:
+    """Lock a free slot on the least busy of `gpus` and return (gpu, lock); None when there are no GPUs.
+
+    Keep the returned lock referenced for the life of the process. When every slot is taken
+    (more jobs than slots, e.g. no --resources limit) it waits up to wait_s for one to free up.
     """
-    if n_gpus <= 0:
+    if not gpus:
         return None
     lock_dir.mkdir(parents=True, exist_ok=True)
     waited = 0.0
     while True:
-        for i in range(n_gpus):
-            lock = FileLock(lock_dir / f"gpu{i}.lock")
-            try:
-                lock.acquire(timeout=0)
-                return i, lock
-            except Timeout:
-                continue
+        # Probe every slot: the free ones are taken for a moment, so that the job can go to the
+        # GPU with the fewest jobs on it (spreads 2 jobs over 2 GPUs instead of stacking them).
+        free: dict[str, list[FileLock]] = {gpu: [] for gpu in gpus}
+        for gpu in gpus:
+            for slot in range(per_gpu):
+                lock = FileLock(lock_dir / _lock_name(gpu, slot))
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
+                    continue
+                free[gpu].append(lock)
+        best = max(gpus, key=lambda gpu: len(free[gpu]))  # first of the least busy GPUs
+        kept = free[best][0] if free[best] else None
+        for locks in free.values():
+            for lock in locks:
+                if lock is not kept:
+                    lock.release()
+        if kept is not None:
+            return best, kept
         if waited >= wait_s:
-            raise RuntimeError(
-                f"all {n_gpus} GPU slots stayed busy for {wait_s:.0f} s; run with --resources gpu={n_gpus}"
-            )
+            raise RuntimeError(f"all {per_gpu} slots on each of the GPUs {','.join(gpus)} stayed busy for "
+                               f"{wait_s:.0f} s; run with --resources gpu={len(gpus) * per_gpu}")
         if waited == 0:
-            log.info("all %d GPU slots are taken; waiting for one", n_gpus)
+            log.info("all %d slots on %d GPUs are taken; waiting for one", per_gpu * len(gpus), len(gpus))
         time.sleep(1.0)
         waited += 1.0
 
 
 def pin_to_free_gpu() -> FileLock | None:
-    """Restrict this process to one free GPU unless a scheduler already chose (SLURM, a user)."""
-    if "CUDA_VISIBLE_DEVICES" in os.environ or "SLURM_JOB_GPUS" in os.environ:
+    """Restrict this process to one GPU with a free slot, unless SLURM already chose one."""
+    if "SLURM_JOB_GPUS" in os.environ:
         return None
-    n = visible_gpu_count()
-    slot = acquire_gpu_slot(n)
+    slot = acquire_gpu_slot(visible_gpus(), jobs_per_gpu())
     if slot is None:
         return None
-    index, lock = slot
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
-    log.info("pinned to GPU %d of %d", index, n)
+    gpu, lock = slot
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    log.info("pinned to GPU %s (slot file %s)", gpu, Path(lock.lock_file).name)
     return lock

@@ -12,6 +12,7 @@ from snakemake.utils import validate
 
 from cnnlab.config import check_accelerator, fingerprint
 from cnnlab.errors import UserError
+from cnnlab.gpu import listed_gpus, set_jobs_per_gpu
 from cnnlab.preprocess import check_prepared
 from cnnlab.redaction import redact
 from cnnlab.relocation import relocate_artifacts
@@ -81,22 +82,30 @@ if TRACKING_URI.startswith("sqlite:///"):
 
 
 def count_local_gpus() -> int:
-    """GPUs on this machine, from nvidia-smi (importing torch here would slow every invocation)."""
+    """GPUs this machine lets jobs use: CUDA_VISIBLE_DEVICES's list when set, else nvidia-smi's
+    (importing torch here would slow every invocation)."""
     import shutil
     import subprocess
 
+    listed = listed_gpus()
+    if listed is not None:
+        return len(listed)
     if not shutil.which("nvidia-smi"):
         return 0
     out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
     return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
-# One training job per GPU when running locally and the command line set no `gpu` limit.
-# Under a cluster executor the scheduler hands out GPUs instead.
+# Locally, `gpu` counts GPU slots: jobs_per_gpu training jobs per GPU, each asking for one slot
+# (gpu=1) and pinned to one GPU by the slot locks of cnnlab.gpu, which learn jobs_per_gpu from
+# the environment local jobs inherit (set_jobs_per_gpu). A `gpu` limit on the command line wins.
+# Under a cluster executor the scheduler hands out whole GPUs instead (the SLURM profile).
+JOBS_PER_GPU = config["jobs_per_gpu"]
+set_jobs_per_gpu(JOBS_PER_GPU)
 if workflow.local_exec and "gpu" not in workflow.global_resources:
     LOCAL_GPUS = count_local_gpus()
     if LOCAL_GPUS > 0:
-        workflow.register_resource("gpu", LOCAL_GPUS)
+        workflow.register_resource("gpu", LOCAL_GPUS * JOBS_PER_GPU)
 
 # A run that asks for a GPU (or another accelerator) this machine lacks stops here, before any job.
 # Under a cluster executor the jobs run elsewhere, on nodes the scheduler chooses.
@@ -179,6 +188,8 @@ def announce_training_jobs():
         if not Path(RUN_DIR.format(study=s.name, variant=v, seed=seed), "result.json").exists()
     ]
     if pending:
-        gpus = workflow.global_resources.get("gpu", 0) if "gpu" in workflow.global_resources else 0
+        slots = workflow.global_resources["gpu"].value or 0 if "gpu" in workflow.global_resources else 0
+        # Jobs sharing a GPU share its speed: the estimate counts whole GPUs (the measured rate is one job's).
+        gpus = max(1, slots // JOBS_PER_GPU) if slots else 0
         n_eval = config["val_size"]
         announce(pending, CONF_DIR, gpus or workflow.cores, gpus, config["train_records"] - n_eval, n_eval)

@@ -22,7 +22,9 @@ def mounted(tmp_path):
 
     yield mount
     for point in mounts:
-        subprocess.run(["umount", str(point)], check=False)
+        # Lazy: a file the test process still holds open (MLflow's pooled SQLite connection) would
+        # make a plain umount fail as busy and leave the mount behind.
+        subprocess.run(["umount", "--lazy", str(point)], check=False)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from cnnlab.config import TrackingConfig
 from cnnlab.errors import StoreError, UserError
 from cnnlab.redaction import SECRET, redact, redact_text
 
@@ -26,9 +27,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DB = "results/mlflow.db"
 MAX_PARAM_CHARS = 6000
-# How long (s) a failing store is retried before the job gives up with one sentence. Each SQLite
-# attempt itself waits up to MLflow's 20 s busy timeout, so a job may wait one attempt longer.
-RETRY_S = 120
+# How long (s) a failing store is retried before the job gives up with one sentence (the setting
+# tracking.retry_s owns it). Each SQLite attempt itself waits up to MLflow's 20 s busy timeout, so
+# a job may wait one attempt longer.
+RETRY_S = TrackingConfig.retry_s
 # MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view; this one opens
 # the model-training view with the runs table.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}

@@ -73,7 +73,7 @@ def test_loading_a_damaged_data_set_never_suggests_allow_pickle(prepared):
     assert "allow_pickle" not in str(e.value) and REBUILD in str(e.value)
 
 
-@pytest.mark.parametrize("damage", ["npz cut short", "json cut short"])
+@pytest.mark.parametrize("damage", ["npz cut short", pytest.param("json cut short", marks=pytest.mark.slow)])
 def test_the_workflow_refuses_a_damaged_data_set_before_any_job(tmp_path, prepared, damage):
     wd = copy_workflow(tmp_path / "wd")
     (wd / "results" / "data").mkdir(parents=True)
@@ -107,7 +107,8 @@ def _train(tmp_path, arrays, *extra):
     ("damaged", "expected"),
     [
         (("last.ckpt",), "resuming from"),  # best.ckpt is intact: the job resumes from it
-        (("last.ckpt", "best.ckpt"), "training starts again from the first epoch"),
+        # two trainings more: in the slow run
+        pytest.param(("last.ckpt", "best.ckpt"), "training starts again from the first epoch", marks=pytest.mark.slow),
     ],
 )
 def test_a_damaged_checkpoint_is_moved_aside_and_the_job_finishes_in_the_same_run(
@@ -139,7 +140,12 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_job_finishes_in_the_same_ru
         assert f"training started again as run {now}" in client.get_run(run_id).data.tags["error"]
 
 
-@pytest.mark.parametrize("artifact", ["checkpoints/best.ckpt", "config.yaml", "confusion_matrix.csv"])
+@pytest.mark.parametrize("artifact", [
+    "checkpoints/best.ckpt",
+    # a training and a report each: in the slow run
+    pytest.param("config.yaml", marks=pytest.mark.slow),
+    pytest.param("confusion_matrix.csv", marks=pytest.mark.slow),
+])  # fmt: skip
 def test_a_damaged_artifact_costs_only_its_own_figures(tmp_path, prepared, artifact):
     proc, client = _train(tmp_path, prepared)
     assert proc.returncode == 0, proc.stderr[-3000:]

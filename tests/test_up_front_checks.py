@@ -66,10 +66,13 @@ def test_an_accelerator_this_machine_lacks_is_refused_before_training():
     ("variant_overrides", "expected"),
     [
         ("[model=mlp, model.dropout=1.5]", "'dropout' must be at least 0 and below 1, not 1.5"),
-        ("[model=mlp, +trainer.max_epoch=3]", "Unknown config key 'trainer.max_epoch'"),
-        ("[model=mlp, trainer.accelerator=gpu]", "trainer.accelerator=gpu needs a GPU and this machine has none"),
+        # More examples of the same class, each a whole snakemake start: in the slow run.
+        pytest.param("[model=mlp, +trainer.max_epoch=3]", "Unknown config key 'trainer.max_epoch'",
+                     marks=pytest.mark.slow),
+        pytest.param("[model=mlp, trainer.accelerator=gpu]",
+                     "trainer.accelerator=gpu needs a GPU and this machine has none", marks=pytest.mark.slow),
     ],
-)
+)  # fmt: skip
 def test_the_workflow_stops_on_a_bad_value_before_any_job_or_store(tmp_path, variant_overrides, expected):
     if "accelerator=gpu" in variant_overrides and HAS_GPU:
         pytest.skip("this machine has a GPU: trainer.accelerator=gpu is fine here")

@@ -204,7 +204,7 @@ class TrainingRun:
             tracking.set_tags(self.client, self.run_id, {"device": device}, wait_s=self.wait_s)
             # Logged again by a resumed job: the store keeps one input per (data set, run).
             inputs = [data_input(stats, cfg.data.arrays)]
-            self._store("logging its data set", self.client.log_inputs, self.run_id, datasets=inputs)
+            self._store("logging its data set", self._log_inputs, inputs)
             write_text(run_dir.config_file, redact_text(OmegaConf.to_yaml(cfg)))  # an artifact
             if self.last_step < 0:
                 self._store("saving its config", self.client.log_artifact, self.run_id, str(run_dir.config_file))
@@ -231,6 +231,17 @@ class TrainingRun:
 
     def _store(self, doing: str, fn, *args, **kwargs):
         return tracking.with_retry(fn, *args, wait_s=self.wait_s, doing=doing, uri=self.uri, **kwargs)
+
+    def _log_inputs(self, inputs) -> None:
+        # MLflow looks the data set up and then inserts it: jobs of one study starting together can
+        # both insert it, and the second fails on the store's UNIQUE constraint. Its next try finds
+        # the row the first one wrote and only links it to this run.
+        for attempt in range(3):
+            try:
+                return self.client.log_inputs(self.run_id, datasets=inputs)
+            except MlflowException as e:
+                if "UNIQUE constraint failed: datasets" not in str(e) or attempt == 2:
+                    raise
 
     def callback(self) -> tracking.MlflowTracker:
         return tracking.MlflowTracker(self.client, self.run_id, self.last_step, self.wait_s)

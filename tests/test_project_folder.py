@@ -63,6 +63,7 @@ def test_the_downloaded_archive_has_the_usual_permissions(tmp_path, archive, uma
     assert stat.S_IMODE(Path(dest).stat().st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.slow  # a whole study through snakemake
 def test_no_secret_of_the_tracking_uri_reaches_the_console_logs_or_snakemake_metadata(tmp_path, archive):
     path, md5 = archive
     wd = copy_workflow(tmp_path / "wd")

@@ -128,6 +128,7 @@ def test_the_estimate_adds_epochs_over_measured_throughput_and_splits_the_jobs_o
     assert two["seconds"] == pytest.approx(one["seconds"] / 2, rel=0.5) and set(one["rates"]) == {"mlp"}
 
 
+@pytest.mark.slow  # measures the throughput of every network of three studies (about a minute)
 def test_a_long_cpu_run_is_announced_with_the_smaller_studies(conf):
     # The lecture study's 30-epoch runs take many hours on any CPU: its estimate says so.
     said = []

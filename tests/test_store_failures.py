@@ -37,6 +37,13 @@ def _hold_lock(db, seconds: float) -> subprocess.Popen:
     return proc
 
 
+def _train_tiny(tmp_path, arrays, uri: str, *extra: str):
+    """One epoch of a tiny MLP tracked in uri, its folder tmp_path/run."""
+    cmd = train_cmd("model=mlp", "model.hidden=[8]", "trainer.max_epochs=1", f"data.arrays={arrays}",
+                    f"tracking.uri={uri}", *extra, f"run.dir={tmp_path / 'run'}")  # fmt: skip
+    return run(cmd, cwd=tmp_path)
+
+
 def _real_sqlite_error(db, statement_setup, statement):
     con = sqlite3.connect(db)
     try:
@@ -124,17 +131,7 @@ def test_a_training_job_started_under_a_lock_waits_and_finishes(tmp_path):
     arrays = tiny_prepared(tmp_path / "data")
     uri, _, _ = _store(tmp_path / "mlflow.db")
     holder = _hold_lock(tmp_path / "mlflow.db", 12)
-    proc = run(
-        train_cmd(
-            "model=mlp",
-            "model.hidden=[8]",
-            "trainer.max_epochs=1",
-            f"data.arrays={arrays}",
-            f"tracking.uri={uri}",
-            f"run.dir={tmp_path / 'run'}",
-        ),
-        cwd=tmp_path,
-    )
+    proc = _train_tiny(tmp_path, arrays, uri)
     holder.wait(timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "start the server" not in proc.stderr
@@ -154,18 +151,7 @@ def test_a_full_disk_under_the_store_is_one_sentence_and_leaves_no_run_running(t
                 f.flush()
         except OSError:
             pass
-    proc = run(
-        train_cmd(
-            "model=mlp",
-            "model.hidden=[8]",
-            "trainer.max_epochs=1",
-            f"data.arrays={arrays}",
-            f"tracking.uri={uri}",
-            "tracking.retry_s=2",
-            f"run.dir={tmp_path / 'run'}",
-        ),
-        cwd=tmp_path,
-    )
+    proc = _train_tiny(tmp_path, arrays, uri, "tracking.retry_s=2")
     assert proc.returncode != 0
     assert "no space left on the device; free some space" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

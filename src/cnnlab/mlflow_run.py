@@ -178,7 +178,8 @@ class TrainingRun:
         self.wait_s, self.run_id, self.monitor = cfg.tracking.retry_s, None, None
         self.client = tracking.connect(uri, cfg.tracking.timeout_s, self.wait_s)
         experiment = cfg.tracking.experiment or cfg.run.study
-        local_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" if uri.startswith("sqlite:") else None
+        db = tracking.sqlite_file(uri)
+        local_root = db.parent / "mlartifacts" if db is not None else None
         self.experiment_id = exp_id = self._store(
             "opening its experiment", tracking.ensure_experiment, self.client, experiment, local_root
         )

@@ -64,10 +64,10 @@ def connect(uri: str, timeout_s: int = 20, wait_s: float = RETRY_S) -> MlflowCli
     quiet_store_errors()
     if redact(uri) != uri:  # MLflow prints "View run ... at: <the URI>" for each finished run, credentials too
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    if uri.startswith("sqlite:///"):
+    db = sqlite_file(uri)
+    if db is not None:
         from cnnlab.relocation import relocate_artifacts
 
-        db = Path(uri.removeprefix("sqlite:///"))
         db.parent.mkdir(parents=True, exist_ok=True)
         relocate_artifacts(db)
 
@@ -123,11 +123,18 @@ def _creation_lock(uri: str):
 
     from filelock import FileLock
 
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_file(uri)
+    if db is None:
         return nullcontext()
-    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
     db.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(f"{db}.lock")
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (its query string aside); None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
 def first_line(error: BaseException, uri: str | None = None) -> str:

@@ -195,8 +195,9 @@ def _redact_hydra_record(hydra_cfg) -> None:
         path = os.path.join(record, name)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        if redact_text(text) != text:
-            write_text(path, redact_text(text))
+        redacted = redact_text(text)
+        if redacted != text:
+            write_text(path, redacted)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -74,14 +74,18 @@ def bare_loop(cfg, raw: dict, epochs: int, checkpoints: Path) -> dict[str, list[
     """Seconds per epoch of a plain loop: training only, and whole epochs (validation, probe, checkpoints)."""
     x = normalize(torch.from_numpy(raw["x_train"]), None, None)
     y = torch.from_numpy(raw["y_train"]).long()
-    val = EvalBatches(normalize(torch.from_numpy(raw["x_val"]), None, None), torch.from_numpy(raw["y_val"]).long(),
-                      cfg.trainer.eval_batch_size)
-    n_probe = cfg.data.train_probe_images
-    probe = EvalBatches(x[:n_probe], y[:n_probe], cfg.trainer.eval_batch_size)
     torch.manual_seed(cfg.seed)
     net = build_network(cfg.model)
+    # The memory format the pipeline trains this network in (channels-last for a CNN), on both sides.
+    cl = net.trains_channels_last(cfg.trainer.channels_last)
+    if cl:
+        net = net.to(memory_format=torch.channels_last)
+    val = EvalBatches(normalize(torch.from_numpy(raw["x_val"]), None, None), torch.from_numpy(raw["y_val"]).long(),
+                      cfg.trainer.eval_batch_size, cl)
+    n_probe = cfg.data.train_probe_images
+    probe = EvalBatches(x[:n_probe], y[:n_probe], cfg.trainer.eval_batch_size, cl)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum)
-    batches = TrainBatches(x, y, cfg.trainer.batch_size, cfg.seed, cfg.augment, cfg.data.train_images)
+    batches = TrainBatches(x, y, cfg.trainer.batch_size, cfg.seed, cfg.augment, cfg.data.train_images, cl)
     checkpoints.mkdir(parents=True, exist_ok=True)
     best_acc = -1.0
     seconds = {"step_only": [], "whole_epoch": []}

@@ -8,6 +8,7 @@ from torch import nn
 from cnnlab.batches import TrainBatches
 from cnnlab.models import build_network
 from cnnlab.models.cnn import CNN, conv_output_size
+from cnnlab.models.common import activation as build_activation
 from cnnlab.module import Classifier
 from cnnlab.regularization import l1_penalty, l2_penalty, penalized_weights
 from cnnlab.study import compose_config
@@ -30,6 +31,42 @@ def test_cnn_feature_size_matches_formula_for_each_padding_mode(mode):
     assert net.feature_size == size == 8
     assert net.features(torch.zeros(1, 3, 32, 32)).shape == (1, 8, 8, 8)
     assert {m.padding_mode for m in net.modules() if isinstance(m, nn.Conv2d)} == {mode}
+
+
+@pytest.mark.parametrize("activation, batch_norm", [("relu", False), ("relu", True), ("leaky_relu", False),
+                                                     ("tanh", True)])
+def test_pooling_before_a_monotonic_activation_computes_the_lecture_order_exactly(activation, batch_norm):
+    torch.manual_seed(0)
+    net = CNN(channels=[4, 8], hidden=[16], activation=activation, batch_norm=batch_norm).train()
+    act = type(build_activation(activation))
+    pools = [i for i, m in enumerate(net.features) if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 2 and all(isinstance(net.features[i + 1], act) for i in pools)
+    # The lecture's order, conv -> (BN) -> activation -> pool, with the very same modules.
+    lecture = []
+    for m in net.features:
+        if isinstance(m, nn.MaxPool2d):
+            pool = m
+        else:
+            lecture.append(m)
+            if isinstance(m, act):
+                lecture.append(pool)
+    lecture = nn.Sequential(*lecture)
+    assert [type(m) for m in lecture] != [type(m) for m in net.features]
+    x = torch.randn(16, 3, 32, 32)
+    ours, theirs = net.features(x), lecture(x)
+    assert torch.equal(ours, theirs)
+    grads = []
+    for out in (ours, theirs):
+        net.zero_grad()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in net.features.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+def test_average_pooling_and_gelu_keep_the_lecture_order():
+    for kw in (dict(pool="avg"), dict(activation="gelu")):
+        kinds = [type(m).__name__ for m in CNN(channels=[4], hidden=[8], **kw).features]
+        assert kinds[0] == "Conv2d" and kinds[2].endswith("Pool2d"), (kw, kinds)
 
 
 def test_padding_modes_differ_only_at_the_border():
@@ -103,3 +140,9 @@ def test_a_short_run_lowers_the_loss_on_a_small_batch(family):
     module.on_train_epoch_start = lambda: None  # no datamodule here to seed epochs from
     trainer.fit(module, train_dataloaders=batches)
     assert history.losses[-1] < 0.6 * history.losses[0], history.losses
+
+
+def test_auto_memory_format_is_channels_last_for_convolutional_networks_only():
+    cnn, mlp = build_network(compose_config(["model=cnn"]).model), build_network(compose_config(["model=mlp"]).model)
+    assert cnn.trains_channels_last("auto") and not mlp.trains_channels_last("auto")
+    assert mlp.trains_channels_last("true") and not cnn.trains_channels_last("false")

@@ -67,7 +67,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on the CPU
-    channels_last: str = "auto"  # auto (convolutional networks on a GPU), true or false
+    channels_last: str = "auto"  # auto (convolutional networks), true or false
     compile: bool = False
     threads: int = 0  # torch threads on the CPU (0 = as the environment says)
     nan_check_every: int = 50  # optimizer steps between checks that the loss is finite

@@ -38,6 +38,8 @@ def images_per_second(cfg, device: torch.device, steps: int = 3) -> float:
     opt = build_optimizer(cfg.optimizer, net.parameters())
     b = cfg.trainer.batch_size
     x, y = torch.randn(b, 3, 32, 32, device=device), torch.randint(0, 10, (b,), device=device)
+    if net.trains_channels_last(cfg.trainer.channels_last):  # as training will run it
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     for i in range(steps + 1):
         if i == 1:
             if device.type == "cuda":

@@ -47,7 +47,7 @@ try:
     from cnnlab.redaction import redact_logs, redact_text, redacted_traceback
     from cnnlab.rundir import RunDir
     from cnnlab.study import CONF_DIR, register_schema
-    from cnnlab.trainer import build_trainer, channels_last, quiet_lightning
+    from cnnlab.trainer import build_trainer, quiet_lightning
     from cnnlab.tuning import apply_tuned_rate
 finally:
     gc.enable()
@@ -73,7 +73,7 @@ def train(cfg: DictConfig) -> dict:
 
     stats = load_stats(cfg.data.arrays)
     net = build_network(cfg.model, num_classes=len(stats["classes"]))
-    memory_channels_last = channels_last(cfg, net)
+    memory_channels_last = net.trains_channels_last(cfg.trainer.channels_last)
     datamodule = ArrayDataModule(cfg, channels_last=memory_channels_last)
     if memory_channels_last:
         net = net.to(memory_format=torch.channels_last)

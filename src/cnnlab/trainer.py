@@ -12,7 +12,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
 
 from cnnlab.checkpoint import RelocatableCheckpoint, SafeCheckpointIO
-from cnnlab.models import Network
 from cnnlab.rundir import RunDir
 
 
@@ -62,12 +61,6 @@ def precision(cfg) -> str:
     if cfg.trainer.precision != "auto":
         return cfg.trainer.precision
     return "bf16-mixed" if uses_gpu(cfg) and torch.cuda.is_bf16_supported() else "32-true"
-
-
-def channels_last(cfg, net: Network) -> bool:
-    if cfg.trainer.channels_last != "auto":
-        return cfg.trainer.channels_last == "true"
-    return uses_gpu(cfg) and net.channels_last_helps
 
 
 def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback]) -> tuple[pl.Trainer, ModelCheckpoint]:

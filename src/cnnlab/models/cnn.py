@@ -3,6 +3,12 @@
 Output size of a convolution or pooling along one axis, the lecture's formula:
     out = floor((in + 2 * padding - kernel) / stride) + 1
 
+Max pooling runs before a monotonic activation (ReLU and the like) instead of after it: the two
+commute exactly, max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f, forward and gradient alike,
+so the network computes the lecture's function while the activation and its gradient touch a
+quarter of the values (on a CPU these elementwise passes cost about a fifth of a training step).
+The parameters keep their places in `features`, so checkpoints are the same either way.
+
 The head is the lecture's (`flatten`: every position of the last feature map feeds the fully
 connected `hidden` layers) or `global_average`: each channel of the last feature map averaged
 over all positions first, so where in the image a feature fired no longer matters to the head.
@@ -11,8 +17,8 @@ over all positions first, so where in the image a feature fired no longer matter
 from torch import nn
 
 from cnnlab.models.base import Network
+from cnnlab.models.common import MONOTONIC, check_dropout, choose, dense_stack
 from cnnlab.models.common import activation as make_activation
-from cnnlab.models.common import check_dropout, choose, dense_stack
 
 PADDING_MODES = ("zeros", "replicate", "circular")
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None}
@@ -61,10 +67,12 @@ class CNN(Network):
             size = conv_output_size(size, kernel_size, stride, padding)
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(c_out))
-            blocks.append(make_activation(activation))
+            stage = [make_activation(activation)]
             if POOLS[pool] is not None:
-                blocks.append(POOLS[pool](pool_size, pool_stride))
+                pooling = POOLS[pool](pool_size, pool_stride)
+                stage = [pooling, *stage] if pool == "max" and activation in MONOTONIC else [*stage, pooling]
                 size = conv_output_size(size, pool_size, pool_stride)
+            blocks.extend(stage)
             if dropout > 0:
                 blocks.append(nn.Dropout2d(dropout))
             if size < 1:

@@ -3,6 +3,8 @@
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
+# Non-decreasing everywhere, so they commute with max pooling (GELU dips below zero: it does not).
+MONOTONIC = ("relu", "leaky_relu", "tanh", "sigmoid")
 
 
 def choose(setting: str, value: str, allowed) -> str:

@@ -7,7 +7,9 @@ import hashlib
 import http.server
 import importlib.util
 import io
+import os
 import socket
+import stat
 import tarfile
 import threading
 import time
@@ -73,6 +75,20 @@ def test_http_download_is_verified_and_placed(served, dest):
     assert fetch_archive(f"{base}/c.tar.gz", md5, dest, retries=0) == dest
     assert hashlib.md5(dest.read_bytes()).hexdigest() == md5
     assert leftovers(dest) == [dest.name]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_an_archive_fetched_over_http_gets_the_permissions_of_any_new_file(served, dest, tmp_path, umask):
+    # The download lands in a private temporary file (mode 0600) first; the placed archive must not keep that mode.
+    root, base = served
+    md5 = write_tiny_archive(root / "c.tar.gz")
+    old = os.umask(umask)
+    try:
+        fetch_archive(f"{base}/c.tar.gz", md5, dest, retries=0)
+        (tmp_path / "other").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == stat.S_IMODE((tmp_path / "other").stat().st_mode) == 0o666 & ~umask
 
 
 def test_progress_bar_with_tqdm_does_not_break_the_download(served, dest, capsys):

@@ -1,6 +1,7 @@
 """A busy, full or vanished MLflow store: waited for within a bound, then one sentence; no run left RUNNING."""
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -137,6 +138,42 @@ def test_a_training_job_started_under_a_lock_waits_and_finishes(tmp_path):
     assert "start the server" not in proc.stderr
     run_id = read_json(tmp_path / "run" / "state.json")["mlflow_run_id"]
     assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_store_locked_in_the_middle_of_a_run_ends_the_job_in_one_sentence_and_the_run_is_closed(tmp_path):
+    arrays = tiny_prepared(tmp_path / "data")
+    uri, client, _ = _store(tmp_path / "mlflow.db")
+    cmd = train_cmd("model=mlp", "model.hidden=[8]", "trainer.max_epochs=400", f"data.arrays={arrays}",
+                    f"tracking.uri={uri}", "tracking.retry_s=2", f"run.dir={tmp_path / 'runs/v/seed0'}")  # fmt: skip
+    job = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    while not _logged_epochs(tmp_path / "mlflow.db"):  # the run exists and has logged an epoch
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
+        time.sleep(0.5)
+    holder = _hold_lock(tmp_path / "mlflow.db", 600)
+    try:
+        _, err = job.communicate(timeout=240)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert job.returncode != 0
+    assert "stayed locked for" in err and "run the same command again to resume" in err, err[-3000:]
+    assert "Traceback" not in err
+    # The job could not write its own end while the store was locked; the workflow's next start
+    # closes the run (cnnlab.abandoned_runs), and no run stays RUNNING.
+    assert len(close_abandoned_runs(uri, [tmp_path / "runs"])) == 1
+    run_id = read_json(tmp_path / "runs/v/seed0/state.json")["mlflow_run_id"]
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
+def _logged_epochs(db) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("select count(*) from metrics where key = 'val/acc'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def test_a_full_disk_under_the_store_is_one_sentence_and_leaves_no_run_running(tmp_path, mounted):  # noqa: F811

@@ -13,10 +13,13 @@ from torch._dynamo.utils import counters
 
 import cnnlab.checkpoint
 import cnnlab.module
+from cnnlab.errors import UserError
 from cnnlab.lookahead import Lookahead
 from cnnlab.models import build_network
+from cnnlab.rundir import RunDir
 from cnnlab.study import compose_config
 from cnnlab.train import train
+from cnnlab.trainer import build_trainer
 from tests.helpers import tiny_prepared
 
 # 400 training images in batches of 32: 13 optimizer steps per epoch, the last one short.
@@ -66,6 +69,16 @@ def test_gradient_clip_val_bounds_each_update(tmp_path, arrays):
     train(free)
     assert update_norm(clipped) == pytest.approx(0.001, rel=1e-3)
     assert update_norm(free) > 10 * update_norm(clipped)
+
+
+def test_clipping_a_fused_optimizer_under_mixed_precision_is_one_sentence_and_unfused_it_clips(tmp_path, arrays):
+    # Lightning cannot clip after a fused optimizer has unscaled inside its own step.
+    mixed = ("optimizer=adam", "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=0.5", "trainer.max_epochs=1")
+    with pytest.raises(UserError, match=r"cannot clip the gradients of a fused optimizer under bf16-mixed precision; "
+                                        r"add optimizer.fused=false"):
+        build_trainer(run_config(tmp_path, arrays, "fused", *mixed), RunDir(tmp_path / "fused"), [])
+    build_trainer(run_config(tmp_path, arrays, "unfused", *mixed, "optimizer.fused=false"), RunDir(tmp_path / "u"), [])
+    assert compose_config(["optimizer=adam"]).optimizer.fused is True  # Adam runs fused by default
 
 
 def test_accumulating_two_half_batches_takes_the_steps_of_one_whole_batch(tmp_path, arrays):

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
 
 from cnnlab.checkpoint import RelocatableCheckpoint, SafeCheckpointIO
+from cnnlab.errors import UserError
 from cnnlab.rundir import RunDir
 
 
@@ -66,6 +67,11 @@ def precision(cfg) -> str:
 def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback]) -> tuple[pl.Trainer, ModelCheckpoint]:
     """The Trainer, and the callback that keeps the best checkpoint (by val/acc)."""
     t = cfg.trainer
+    if t.gradient_clip_val and "mixed" in precision(cfg) and cfg.optimizer.get("fused"):
+        # Lightning clips after unscaling the gradients, which a fused optimizer does inside its step.
+        raise UserError(f"trainer.gradient_clip_val={t.gradient_clip_val} cannot clip the gradients of a fused "
+                        f"optimizer under {precision(cfg)} precision; add optimizer.fused=false, or use "
+                        "trainer.precision=32-true.")
     best = RelocatableCheckpoint(dirpath=run_dir.checkpoints, filename="best", monitor="val/acc", mode="max",
                            enable_version_counter=False)
     # last.ckpt after every epoch, for resuming. Not `save_last=True` on the one above: that writes

@@ -67,10 +67,11 @@ def precision(cfg) -> str:
 def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback]) -> tuple[pl.Trainer, ModelCheckpoint]:
     """The Trainer, and the callback that keeps the best checkpoint (by val/acc)."""
     t = cfg.trainer
-    if t.gradient_clip_val and "mixed" in precision(cfg) and cfg.optimizer.get("fused"):
+    mode = precision(cfg)
+    if t.gradient_clip_val and "mixed" in mode and cfg.optimizer.get("fused"):
         # Lightning clips after unscaling the gradients, which a fused optimizer does inside its step.
         raise UserError(f"trainer.gradient_clip_val={t.gradient_clip_val} cannot clip the gradients of a fused "
-                        f"optimizer under {precision(cfg)} precision; add optimizer.fused=false, or use "
+                        f"optimizer under {mode} precision; add optimizer.fused=false, or use "
                         "trainer.precision=32-true.")
     best = RelocatableCheckpoint(dirpath=run_dir.checkpoints, filename="best", monitor="val/acc", mode="max",
                            enable_version_counter=False)
@@ -84,7 +85,7 @@ def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback]) -> tuple[p
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=precision(cfg),
+        precision=mode,
         gradient_clip_val=t.gradient_clip_val or None,
         accumulate_grad_batches=t.accumulate_grad_batches,
         limit_train_batches=t.limit_train_batches,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import time
 from pathlib import Path
 
 import torch
+
+from cnnlab.forkserver import process_start_time
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,14 +52,15 @@ def versions() -> dict[str, str]:
     }
 
 
+_JOB_STARTED: list[float] = []  # a job forked by a warm process: its client's start (cnnlab.forkserver)
+
+
+def set_process_start(epoch_seconds: float | None) -> None:
+    """Count from the job's own process start, not this forked child's (None: this process's)."""
+    _JOB_STARTED[:] = [] if epoch_seconds is None else [float(epoch_seconds)]
+
+
 def seconds_since_process_start() -> float | None:
-    """Wall seconds since this process was created (Linux /proc), None where unknown."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        start_ticks = int(fields[19])  # field 22 of proc(5), counted after the command name
-        boot = next(
-            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
-        )
-        return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
+    """Wall seconds since this job's process was created, None where unknown."""
+    started = _JOB_STARTED[0] if _JOB_STARTED else process_start_time()
+    return None if started is None else time.time() - started

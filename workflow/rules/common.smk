@@ -96,6 +96,10 @@ def count_local_gpus() -> int:
     return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
+# Training jobs fork from a warm process that has imported torch, Lightning and MLflow once
+# (cnnlab.forkserver, which reads this from the environment the jobs inherit).
+os.environ.update(CNNLAB_WARM_START="1" if config["warm_start"] else "0")
+
 # Locally, `gpu` counts GPU slots: jobs_per_gpu training jobs per GPU, each asking for one slot
 # (gpu=1) and pinned to one GPU by the slot locks of cnnlab.gpu, which learn jobs_per_gpu from
 # the environment local jobs inherit (set_jobs_per_gpu). A `gpu` limit on the command line wins.

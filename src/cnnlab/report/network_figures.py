@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnlab import filters
-from cnnlab.figures import confusion_figure, filter_grid, plt
+from cnnlab.figures import confusion_figure, filter_grid, plt, show_mosaic
 from cnnlab.report.networks import TrainedNet
 
 
@@ -39,12 +39,7 @@ def confusion_pair_figure(matrices: dict[str, tuple[np.ndarray, str]], classes: 
 
 
 def _grid(subfig, images: np.ndarray, cols: int, title: str) -> None:
-    rows = int(np.ceil(len(images) / cols))
-    axes = subfig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img in zip(axes.flat, images, strict=False):
-        ax.imshow(img, interpolation="nearest")
+    show_mosaic(subfig.subplots(), images, cols)
     subfig.suptitle(title, fontsize=9)
 
 

@@ -1,0 +1,356 @@
+"""Training jobs that start warm: `python -m cnnlab.forkserver <cnnlab-train arguments>`.
+
+A training job spends most of its start-up importing torch, Lightning and MLflow (about 7 s of CPU
+here, longer with two jobs at once). The workflow's jobs therefore go through this small client:
+it asks a warm process, which has made those imports once, to fork a child that runs
+`cnnlab-train` with the job's arguments, working folder, environment, umask and standard streams
+(passed over a Unix socket), and it waits for the child's exit status. To Snakemake the client is
+the job: its exit status, log and signals are the child's (SIGTERM and SIGINT are passed on; if
+the client is killed outright, the child sees its socket close and stops as on SIGTERM).
+
+The first job of a project starts the warm process and waits for it; it exits after `IDLE_S`
+seconds without a job. One warm process serves one Python environment, source tree and working
+folder (all part of its socket's name), so an edited or reinstalled cnnlab starts a new one. Where
+a warm start cannot work the client runs `python -m cnnlab.train` in its own process instead:
+on SLURM (each job is its own allocation), with CNNLAB_WARM_START=0, when the socket folder is not
+private to this user, or when the warm process could not start (its log says why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+IDLE_S = float(os.environ.get("CNNLAB_WARM_IDLE_S", "60"))  # a study's next job comes within seconds
+START_TIMEOUT_S = 180  # the imports take 7-25 s, more on a loaded machine
+PACKAGE = Path(__file__).resolve().parent
+# Read when an interpreter or library starts: a warm process made under other values would differ.
+_STARTUP_ENV = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "TORCH", "PYTORCH", "MLFLOW_")
+_MESSAGE = 1 << 20
+
+
+def main(args: list[str]) -> int:
+    if args[:1] == ["--serve"]:
+        return serve(Path(args[1]))
+    if os.environ.get("CNNLAB_WARM_START", "1") == "0" or "SLURM_JOB_ID" in os.environ:
+        _run_cold(args)
+    path = socket_path()
+    conn = _connect_or_start(path) if path is not None else None
+    if conn is None:
+        _run_cold(args)
+    return _run_warm(conn, args)
+
+
+def _run_cold(args: list[str]) -> None:
+    """This process becomes `python -m cnnlab.train args` (same pid, streams and signals)."""
+    os.execv(sys.executable, [sys.executable, "-m", "cnnlab.train", *args])
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+def socket_path() -> Path | None:
+    """The warm process's socket for this interpreter, source tree and folder; None without a private folder."""
+    root = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"cnnlab-{os.getuid()}"
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        st = root.lstat()
+    except OSError:
+        return None
+    # Whoever can write in it could run code as this user through a socket of their own.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    key = hashlib.sha256()
+    for part in (sys.executable, *sys.path, os.getcwd()):
+        key.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    for name in sorted(os.environ):
+        if name.startswith(_STARTUP_ENV):
+            key.update(f"{name}={os.environ[name]}\0".encode("utf-8", "surrogateescape"))
+    for source in sorted(PACKAGE.rglob("*.py")):
+        st = source.stat()
+        key.update(f"{source}:{st.st_mtime_ns}:{st.st_size}\0".encode("utf-8", "surrogateescape"))
+    return root / f"warm-{key.hexdigest()[:20]}.sock"
+
+
+def _try_connect(path: Path) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        conn.connect(str(path))
+        return conn
+    except OSError:
+        conn.close()
+        return None
+
+
+def _connect_or_start(path: Path) -> socket.socket | None:
+    """A connection to the warm process, started (one per path: a lock) if none answers."""
+    conn = _try_connect(path)
+    if conn is not None:
+        return conn
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait here while one starts it
+        conn = _try_connect(path)
+        if conn is not None:
+            return conn
+        with open(path.with_suffix(".log"), "ab") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "cnnlab.forkserver", "--serve", str(path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and server.poll() is None:
+            conn = _try_connect(path)
+            if conn is not None:
+                return conn
+            time.sleep(0.05)
+    return None
+
+
+def process_start_time() -> float | None:
+    """When this process was created, in seconds since the epoch (Linux /proc); None where unknown."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        # Field 22 of proc(5), counted after the command name: clock ticks after boot. (/proc/stat's
+        # btime, the boot time, is whole seconds: up to a second off.)
+        start_ticks = int(fields[19])
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - since_boot
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _run_warm(conn: socket.socket, args: list[str]) -> int:
+    request = {
+        "args": args,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "umask": _current_umask(),
+        "started": process_start_time(),
+    }
+    with conn:
+        try:
+            socket.send_fds(conn, [json.dumps(request).encode("utf-8", "surrogateescape")], [0, 1, 2])
+            first = conn.recv(_MESSAGE)
+        except OSError:  # e.g. an environment too large for one message
+            first = b""
+        if not first:  # or the warm process was ending as this job came: start cold
+            conn.close()
+            _run_cold(args)
+        child = json.loads(first)["pid"]
+
+        forwarded = []
+
+        def forward(signum, _frame):
+            forwarded.append(signum)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, forward)
+        reply = conn.recv(_MESSAGE)  # signals forwarded meanwhile do not interrupt it (PEP 475)
+    if not reply and forwarded:  # the child died of the signal passed on: so does the job
+        signal.signal(forwarded[-1], signal.SIG_DFL)
+        os.kill(os.getpid(), forwarded[-1])
+    if not reply:
+        print(f"cnnlab: the training process ({child}) ended without an exit status: it was killed "
+              "(out of memory?); run the same command again to resume.", file=sys.stderr)  # fmt: skip
+        return 1
+    return int(json.loads(reply)["exit"])
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# --- the warm process ---------------------------------------------------------------------------
+
+
+def serve(path: Path) -> int:
+    """Import everything a training job needs, then fork one child per job until idle."""
+    import gc
+
+    import setproctitle
+
+    # Before anything changes the environment: setproctitle takes the memory of the original
+    # command line and environment for the children's names, which it finds only untouched.
+    setproctitle.getproctitle()
+    import cnnlab.train  # noqa: F401  the imports every job would make
+
+    # A CUDA driver set up in this process cannot be used by forked children.
+    if any("libcuda.so" in line for line in Path("/proc/self/maps").read_text().splitlines()):
+        print("cnnlab: importing the training code started CUDA; jobs start cold.", file=sys.stderr)
+        return 1
+    _warm_up()
+    gc.collect()
+    gc.freeze()  # the children's collections leave the imported objects' pages shared
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    staging = path.with_name(f"{path.name}.{os.getpid()}")
+    listener.bind(str(staging))
+    listener.listen(64)
+    os.replace(staging, path)  # atomically: a client connects to a listening socket or to none
+    bound = path.stat().st_ino
+    children: set[int] = set()
+    last_active = time.monotonic()
+    listener.settimeout(1.0)
+    try:
+        while True:
+            children = {pid for pid in children if os.waitpid(pid, os.WNOHANG) == (0, 0)}
+            if children:
+                last_active = time.monotonic()
+            elif time.monotonic() - last_active > IDLE_S:
+                return 0
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            last_active = time.monotonic()
+            with conn:
+                pid = _fork_job(conn, listener)
+            if pid:
+                children.add(pid)
+    finally:
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == bound:
+                path.unlink()
+        listener.close()
+
+
+def _warm_up() -> None:
+    """Once here what each job would do first: compose a config (Hydra's grammar, the config
+    files' search path) and draw a figure (matplotlib's font cache): fractions of a second each."""
+    import io
+
+    from cnnlab import figures
+    from cnnlab.study import compose_config
+
+    compose_config(["tracking=none"])
+    fig, ax = figures.plt.subplots()
+    ax.set_title("warm-up")
+    fig.savefig(io.BytesIO(), format="png")
+    figures.plt.close(fig)
+
+
+def _fork_job(conn: socket.socket, listener: socket.socket) -> int | None:
+    """Fork the child for the job requested on conn; its pid (None for a request not taken)."""
+    conn.settimeout(10)
+    try:
+        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+        data, fds, _, _ = socket.recv_fds(conn, _MESSAGE, 3)
+    except OSError:
+        return None
+    if uid != os.getuid() or len(fds) != 3 or not data:
+        for fd in fds:
+            os.close(fd)
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        for fd in fds:
+            os.close(fd)
+        return pid
+    code = 1
+    try:
+        listener.close()
+        conn.settimeout(None)
+        code = _child(conn, json.loads(data), fds)
+    except BaseException:  # before the job's own handling: into the job's log (stderr by now)
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _child(conn: socket.socket, request: dict, fds: list[int]) -> int:
+    """Become the job's process, run cnnlab-train, send back its exit status."""
+    import atexit
+    import importlib.util
+    import random
+
+    import numpy as np
+    import setproctitle
+
+    from cnnlab import provenance
+
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        stream.reconfigure(line_buffering=os.isatty(stream.fileno()) or name == "stderr")
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.umask(request["umask"])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    tempfile.tempdir = None  # found again from this job's TMPDIR
+    random.seed()  # a fresh process's: every child would otherwise repeat the same draws
+    np.random.seed()
+    provenance.set_process_start(request["started"])
+    train = importlib.util.find_spec("cnnlab.train")
+    # As `python -m cnnlab.train` sees itself: Lightning re-launches DDP processes from these.
+    sys.modules["__main__"].__spec__ = train
+    sys.argv = [train.origin, *request["args"]]
+    # What ps, top and `pkill -f cnnlab.train` see: the job, not the warm process it came from.
+    setproctitle.setproctitle(shlex.join([sys.executable, "-m", "cnnlab.train", *request["args"]]))
+    conn.sendall(json.dumps({"pid": os.getpid()}).encode())
+    threading.Thread(target=_stop_when_client_goes, args=(conn,), daemon=True).start()
+
+    from cnnlab.train import main
+
+    print(f"cnnlab: job process {os.getpid()}, forked from the warm process {os.getppid()} (cnnlab.forkserver)",
+          file=sys.stderr)  # fmt: skip
+    try:
+        code = main()
+    except SystemExit as e:
+        code = _exit_status(e.code)
+    except BaseException:  # as the interpreter would: the traceback, then status 1
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        conn.sendall(json.dumps({"exit": code}).encode())
+    return code
+
+
+def _exit_status(code) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _stop_when_client_goes(conn: socket.socket) -> None:
+    """The client killed outright (SIGKILL) closes the socket: stop as a SIGTERM would."""
+    with contextlib.suppress(OSError):
+        while conn.recv(1):
+            pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -26,7 +26,12 @@ from cnnlab.errors import UserError
 
 log = logging.getLogger(__name__)
 
-LOCK_DIR = Path(os.environ.get("CNNLAB_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "cnnlab-gpu-slots"))
+
+def lock_dir() -> Path:
+    """Read when a job asks, not at import: a job forked by the warm process has its own environment."""
+    return Path(os.environ.get("CNNLAB_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "cnnlab-gpu-slots"))
+
+
 JOBS_PER_GPU_VARIABLE = "CNNLAB_JOBS_PER_GPU"
 
 
@@ -67,7 +72,7 @@ def _lock_name(gpu: str, slot: int) -> str:
     return f"gpu-{safe}-slot{slot}.lock"
 
 
-def acquire_gpu_slot(gpus: list[str], per_gpu: int = 1, lock_dir: Path = LOCK_DIR,
+def acquire_gpu_slot(gpus: list[str], per_gpu: int = 1, folder: Path | None = None,
                      wait_s: float = 3600) -> tuple[str, FileLock] | None:
     """Lock a free slot on the least busy of `gpus` and return (gpu, lock); None when there are no GPUs.
 
@@ -76,7 +81,8 @@ def acquire_gpu_slot(gpus: list[str], per_gpu: int = 1, lock_dir: Path = LOCK_DI
     """
     if not gpus:
         return None
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    folder = lock_dir() if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
     waited = 0.0
     while True:
         # Probe every slot: the free ones are taken for a moment, so that the job can go to the
@@ -84,7 +90,7 @@ def acquire_gpu_slot(gpus: list[str], per_gpu: int = 1, lock_dir: Path = LOCK_DI
         free: dict[str, list[FileLock]] = {gpu: [] for gpu in gpus}
         for gpu in gpus:
             for slot in range(per_gpu):
-                lock = FileLock(lock_dir / _lock_name(gpu, slot))
+                lock = FileLock(folder / _lock_name(gpu, slot))
                 try:
                     lock.acquire(timeout=0)
                 except Timeout:

@@ -184,3 +184,13 @@ def test_the_warm_process_ends_after_its_idle_time_and_removes_its_socket(tmp_pa
         assert not list((runtime / f"cnnlab-{os.getuid()}").glob("*.sock"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_warm_process_refuses_a_path_outside_its_private_folder(tmp_path):
+    # It replaces its socket file and removes it when idle: never any other file.
+    victim = tmp_path / "warm-x.sock"
+    victim.write_text("keep me")
+    for path in (victim, tmp_path / "notes.txt"):
+        proc = run([PYTHON, "-m", "cnnlab.forkserver", "--serve", str(path)], tmp_path, timeout=120)
+        assert proc.returncode == 2 and "is not a warm-process socket" in proc.stderr
+    assert victim.read_text() == "keep me"

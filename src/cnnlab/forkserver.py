@@ -65,14 +65,8 @@ def _run_cold(args: list[str]) -> None:
 
 def socket_path() -> Path | None:
     """The warm process's socket for this interpreter, source tree and folder; None without a private folder."""
-    root = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"cnnlab-{os.getuid()}"
-    try:
-        root.mkdir(mode=0o700, exist_ok=True)
-        st = root.lstat()
-    except OSError:
-        return None
-    # Whoever can write in it could run code as this user through a socket of their own.
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+    root = _private_folder()
+    if root is None:
         return None
     key = hashlib.sha256()
     for part in (sys.executable, *sys.path, os.getcwd()):
@@ -84,6 +78,20 @@ def socket_path() -> Path | None:
         st = source.stat()
         key.update(f"{source}:{st.st_mtime_ns}:{st.st_size}\0".encode("utf-8", "surrogateescape"))
     return root / f"warm-{key.hexdigest()[:20]}.sock"
+
+
+def _private_folder() -> Path | None:
+    """$XDG_RUNTIME_DIR (else the temporary folder)/cnnlab-<uid>; None unless only this user can write in it."""
+    root = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"cnnlab-{os.getuid()}"
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        st = root.lstat()
+    except OSError:
+        return None
+    # Whoever can write in it could run code as this user through a socket of their own.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return root
 
 
 def _try_connect(path: Path) -> socket.socket | None:
@@ -186,6 +194,11 @@ def serve(path: Path) -> int:
     import gc
 
     import setproctitle
+
+    # It replaces its socket file and removes it at the end: only ever a socket in a private folder.
+    if path.parent != _private_folder() or not path.name.startswith("warm-") or path.suffix != ".sock":
+        print(f"cnnlab: {path} is not a warm-process socket of this user's private folder", file=sys.stderr)
+        return 2
 
     # Before anything changes the environment: setproctitle takes the memory of the original
     # command line and environment for the children's names, which it finds only untouched.

@@ -30,11 +30,15 @@ rule all:
 
 
 onstart:
-    # Before any job: runs left RUNNING by a workflow that was killed outright are closed, then how
-    # many training jobs, and for about how long on this machine.
+    # Before any job: runs left RUNNING by a workflow that was killed outright are closed; the warm
+    # process the training jobs fork from starts; then how many training jobs, and for about how
+    # long on this machine.
     close_abandoned_runs()
     if workflow.local_exec:
-        announce_training_jobs()
+        pending = pending_training_jobs()
+        if pending and config["warm_start"]:
+            start_warm_process()
+        announce_training_jobs(pending)
 
 
 onerror:

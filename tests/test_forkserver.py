@@ -194,3 +194,40 @@ def test_the_warm_process_refuses_a_path_outside_its_private_folder(tmp_path):
         proc = run([PYTHON, "-m", "cnnlab.forkserver", "--serve", str(path)], tmp_path, timeout=120)
         assert proc.returncode == 2 and "is not a warm-process socket" in proc.stderr
     assert victim.read_text() == "keep me"
+
+
+def _servers(sock: Path) -> list[int]:
+    """Pids of the warm processes serving sock (their command line names it; setproctitle may have
+    joined its arguments with spaces)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            line = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if f"--serve {sock}".encode() in line:
+            found.append(int(proc.name))
+    return found
+
+
+def test_prestart_leaves_a_warm_process_ready_for_the_jobs_that_follow(tmp_path):
+    root = Path(tempfile.mkdtemp(prefix="cnnlab-pre-"))
+    try:
+        tiny_prepared(root)
+        runtime = root / "rt"
+        runtime.mkdir(mode=0o700)
+        env = {"XDG_RUNTIME_DIR": str(runtime), "CNNLAB_WARM_IDLE_S": "30"}
+        off = run([PYTHON, "-m", "cnnlab.forkserver", "--prestart"], root, env={**env, "CNNLAB_WARM_START": "0"})
+        assert off.returncode == 0 and not (runtime / f"cnnlab-{os.getuid()}").exists()
+
+        pre = run([PYTHON, "-m", "cnnlab.forkserver", "--prestart"], root, timeout=300, env=env)
+        assert pre.returncode == 0 and pre.stdout == pre.stderr == ""
+        (sock,) = (runtime / f"cnnlab-{os.getuid()}").glob("*.sock")
+        (server,) = _servers(sock)
+        proc = _warm(root, env, "trainer.max_epochs=1", "run.dir=runs/pre", "tracking=none")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert int(FORKED.search(proc.stderr).group(2)) == server  # the job came from it, none other started
+        assert _servers(sock) == [server]
+        _stop(server)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -3,6 +3,7 @@
 import csv
 import functools
 import http.server
+import re
 import threading
 
 import pytest
@@ -57,8 +58,11 @@ def test_smoke_study_from_download_to_report_then_nothing_to_do(tmp_path, served
     kinds = {r.data.tags.get("cnnlab.kind") for r in client.search_runs([exp.experiment_id])}
     assert {"prepare", "train", "report"} <= kinds
     # Every training job was forked by the warm process (cnnlab.forkserver), the first one included.
+    # The workflow started it as it began (onstart), so both came from the same one.
     logs = sorted((wd / "logs" / "smoke" / "train").glob("*.log"))
-    assert len(logs) == 2 and all("forked from the warm process" in log.read_text() for log in logs)
+    forked = [re.search(r"forked from the warm process (\d+)", log.read_text()) for log in logs]
+    assert len(logs) == 2 and all(forked) and len({m.group(1) for m in forked}) == 1
+    assert "cnnlab: 2 training jobs to run (smoke)" in proc.stdout + proc.stderr
 
     again = snakemake(wd, *config, "--dry-run")
     assert again.returncode == 0
@@ -72,6 +76,10 @@ def test_smoke_study_from_download_to_report_then_nothing_to_do(tmp_path, served
     out = edited.stdout + edited.stderr
     assert edited.returncode == 0 and "mlp_baseline" in out and "params" in out.lower()
     assert "variant=cnn_baseline" not in out
+    # Run, the estimate before it counts that job, whose result.json exists: Snakemake's own list.
+    rerun = snakemake(wd, *config)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "cnnlab: 1 training job to run (smoke)" in rerun.stdout + rerun.stderr
 
 
 def test_a_bad_variant_stops_the_workflow_before_any_job_with_one_clear_line(tmp_path):

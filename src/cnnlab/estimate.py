@@ -100,7 +100,8 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
     where = f"{slots} at a time on {'GPU' if device.type == 'cuda' else 'CPU'}"
     rates = ", ".join(f"{f} {r:,.0f}" for f, r in result["rates"].items())
     studies = ", ".join(dict.fromkeys(s for s, _, _ in pending))
-    say(f"cnnlab: {len(pending)} training jobs to run ({studies}); estimated wall time on this machine "
+    jobs_said = f"{len(pending)} training job{'s' if len(pending) != 1 else ''}"
+    say(f"cnnlab: {jobs_said} to run ({studies}); estimated wall time on this machine "
         f"{duration(result['seconds'])} ({where}; measured training images/s per job: {rates}).")
     if device.type == "cpu" and result["seconds"] > LONG_ON_CPU_S:
         options = []

@@ -8,12 +8,14 @@ it asks a warm process, which has made those imports once, to fork a child that 
 the job: its exit status, log and signals are the child's (SIGTERM and SIGINT are passed on; if
 the client is killed outright, the child sees its socket close and stops as on SIGTERM).
 
-The first job of a project starts the warm process and waits for it; it exits after `IDLE_S`
-seconds without a job. One warm process serves one Python environment, source tree and working
-folder (all part of its socket's name), so an edited or reinstalled cnnlab starts a new one. Where
-a warm start cannot work the client runs `python -m cnnlab.train` in its own process instead:
-on SLURM (each job is its own allocation), with CNNLAB_WARM_START=0, when the socket folder is not
-private to this user, or when the warm process could not start (its log says why).
+The workflow starts the warm process as it begins, when it has training jobs to run
+(`--prestart`, from its onstart handler), so that it is ready by the time they come; otherwise the
+first job starts it and waits for it. It exits after `IDLE_S` seconds without a job. One warm
+process serves one Python environment, source tree and working folder (all part of its socket's
+name), so an edited or reinstalled cnnlab starts a new one. Where a warm start cannot work the
+client runs `python -m cnnlab.train` in its own process instead: on SLURM (each job is its own
+allocation), with CNNLAB_WARM_START=0, when the socket folder is not private to this user, or when
+the warm process could not start (its log says why).
 """
 
 from __future__ import annotations
@@ -46,13 +48,30 @@ _MESSAGE = 1 << 20
 def main(args: list[str]) -> int:
     if args[:1] == ["--serve"]:
         return serve(Path(args[1]))
-    if os.environ.get("CNNLAB_WARM_START", "1") == "0" or "SLURM_JOB_ID" in os.environ:
+    if args == ["--prestart"]:
+        return prestart()
+    if not warm_starts_wanted():
         _run_cold(args)
     path = socket_path()
     conn = _connect_or_start(path) if path is not None else None
     if conn is None:
         _run_cold(args)
     return _run_warm(conn, args)
+
+
+def warm_starts_wanted() -> bool:
+    return os.environ.get("CNNLAB_WARM_START", "1") != "0" and "SLURM_JOB_ID" not in os.environ
+
+
+def prestart() -> int:
+    """Start the warm process a job run from this environment and folder would use, and return once
+    it answers, without a job: the workflow's first training jobs then find it ready instead of
+    each waiting for its imports. Nothing to do (status 0) wherever jobs would start cold."""
+    path = socket_path() if warm_starts_wanted() else None
+    conn = _connect_or_start(path) if path is not None else None
+    if conn is not None:
+        conn.close()  # a connection that asks for nothing: the warm process forks no job for it
+    return 0
 
 
 def _run_cold(args: list[str]) -> None:
@@ -246,12 +265,19 @@ def serve(path: Path) -> int:
 
 def _warm_up() -> None:
     """Once here what each job would do first: compose a config (Hydra's grammar, the config
-    files' search path) and draw a figure (matplotlib's font cache): fractions of a second each."""
+    files' search path), draw a figure (matplotlib's font cache), and load MLflow's store
+    modules, which MLflow imports only when a client first opens a store (the SQLite store's
+    SQLAlchemy models and their mapper set-up alone took about a second of every job's start)."""
     import io
+
+    import mlflow.store.tracking.rest_store  # noqa: F401  (a tracking server)
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (SQLite, the workflow's default)
+    import sqlalchemy.orm
 
     from cnnlab import figures
     from cnnlab.study import compose_config
 
+    sqlalchemy.orm.configure_mappers()
     compose_config(["tracking=none"])
     fig, ax = figures.plt.subplots()
     ax.set_title("warm-up")

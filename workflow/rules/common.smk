@@ -96,6 +96,9 @@ def count_local_gpus() -> int:
     return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
+# One thread per CPU training job, as many jobs as cores (docs/benchmarks.md, CPU settings).
+TRAIN_THREADS = 1
+
 # Training jobs fork from a warm process that has imported torch, Lightning and MLflow once
 # (cnnlab.forkserver, which reads this from the environment the jobs inherit).
 os.environ.update(CNNLAB_WARM_START="1" if config["warm_start"] else "0")
@@ -180,17 +183,31 @@ def close_abandoned_runs():
         )
 
 
-def announce_training_jobs():
+def pending_training_jobs():
+    """The training jobs this run will run, as (study, variant, seed): Snakemake's own list, so a
+    job re-run for a changed config or a --forcerun counts, not only one whose result is missing."""
+    return [
+        (job.wildcards.study, job.wildcards.variant, int(job.wildcards.seed))
+        for job in workflow.dag.needrun_jobs()
+        if job.rule.name == "train_variant"
+    ]
+
+
+def start_warm_process():
+    """Start the warm process the training jobs fork from (cnnlab.forkserver) now, in the background,
+    so the first jobs find it ready. Through shell() with the training rule's threads: the same
+    environment as a training job's (Snakemake sets OMP_NUM_THREADS and the like from threads),
+    hence the same warm process. It does nothing where the jobs would start cold."""
+    shell(
+        "OMP_NUM_THREADS={TRAIN_THREADS} python -m cnnlab.forkserver --prestart > /dev/null 2>&1 &",
+        threads=TRAIN_THREADS,
+    )
+
+
+def announce_training_jobs(pending):
     """Print the training jobs still to run and an estimate of their wall time (cnnlab.estimate)."""
     from cnnlab.estimate import announce
 
-    pending = [
-        (s.name, v, seed)
-        for s in STUDIES.values()
-        for v in s.variants
-        for seed in s.seeds
-        if not Path(RUN_DIR.format(study=s.name, variant=v, seed=seed), "result.json").exists()
-    ]
     if pending:
         slots = workflow.global_resources["gpu"].value or 0 if "gpu" in workflow.global_resources else 0
         # Jobs sharing a GPU share its speed: the estimate counts whole GPUs (the measured rate is one job's).

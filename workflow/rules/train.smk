@@ -12,7 +12,7 @@ rule train_variant:
         "logs/{study}/train/{variant}-seed{seed}.log",
     benchmark:
         "benchmarks/{study}/train/{variant}-seed{seed}.tsv"
-    threads: 1
+    threads: TRAIN_THREADS
     resources:
         gpu=1,
         mem_mb=4000,

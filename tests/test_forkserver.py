@@ -87,6 +87,17 @@ def test_a_warm_job_gives_the_cold_jobs_results_to_the_last_digit(project):
     # Start-up counts from the job's own process start, not from the fork.
     assert 0 < c["startup_seconds"] <= c["process_seconds"]
 
+    # z-scored from the warm process's shared [0, 1] images (cnnlab.datamodule.preload): the same.
+    zscore = ("data=zscore", "trainer.max_epochs=2")
+    cold = run([PYTHON, "-m", "cnnlab.train", *JOB, "data.arrays=data/cifar10.npz", *zscore, "run.dir=runs/cold-z"],
+               root, env=env)  # fmt: skip
+    warm = _warm(root, env, *zscore, "run.dir=runs/warm-z")
+    assert cold.returncode == 0 and warm.returncode == 0, (cold.stderr + warm.stderr)[-3000:]
+    assert FORKED.search(warm.stderr).group(2) in servers
+    a, b = (read_json(root / "runs" / name / "result.json") for name in ("cold-z", "warm-z"))
+    for key in ("test_acc", "test_loss", "best_val_acc"):
+        assert a[key] == b[key], key
+
 
 def test_a_mistake_is_the_same_sentence_and_exit_status_warm(project):
     root, env = project

@@ -14,9 +14,16 @@ import torch
 from cnnlab.augment import bounded_shifts, cutout, pad_images, random_flip, shifted_images
 
 
-def normalize(x_uint8: torch.Tensor, mean: list[float] | None, std: list[float] | None) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 on [0, 1], then z-scored per channel when mean/std are given."""
-    x = torch.empty(x_uint8.shape, dtype=torch.float32, device=x_uint8.device)
+def normalize(images: torch.Tensor, mean: list[float] | None, std: list[float] | None) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 on [0, 1], then z-scored per channel when mean/std are given.
+
+    Also takes the float32 [0, 1] images this gives without mean/std (the warm process's shared
+    copy, cnnlab.datamodule.preload): they are returned as they are, or z-scored into a new tensor
+    to the same last bit as from the uint8 images, since the same operations meet the same values."""
+    scaled = images.dtype == torch.float32
+    if scaled and mean is None:
+        return images
+    x = torch.empty(images.shape, dtype=torch.float32, device=images.device)
     m = s = None
     if mean is not None:
         m = torch.tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
@@ -25,7 +32,9 @@ def normalize(x_uint8: torch.Tensor, mean: list[float] | None, std: list[float] 
     # and the data set is written once, not copied per operation.
     for i in range(0, len(x), 256):
         xi = x[i : i + 256]
-        xi.copy_(x_uint8[i : i + 256]).div_(255.0)
+        xi.copy_(images[i : i + 256])
+        if not scaled:
+            xi.div_(255.0)
         if m is not None:
             xi.sub_(m).div_(s)
     return x

@@ -293,10 +293,12 @@ def _fork_job(conn: socket.socket, listener: socket.socket) -> int | None:
         data, fds, _, _ = socket.recv_fds(conn, _MESSAGE, 3)
     except OSError:
         return None
-    if uid != os.getuid() or len(fds) != 3 or not data:
+    request = _request(data) if uid == os.getuid() and len(fds) == 3 else None
+    if request is None:
         for fd in fds:
             os.close(fd)
         return None
+    _preload_arrays(request)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -308,13 +310,42 @@ def _fork_job(conn: socket.socket, listener: socket.socket) -> int | None:
     try:
         listener.close()
         conn.settimeout(None)
-        code = _child(conn, json.loads(data), fds)
+        code = _child(conn, request, fds)
     except BaseException:  # before the job's own handling: into the job's log (stderr by now)
         import traceback
 
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _request(data: bytes) -> dict | None:
+    """A job request as the client sends it; None for anything else (an empty or garbled message)."""
+    try:
+        request = json.loads(data) if data else None
+    except ValueError:
+        return None
+    return request if isinstance(request, dict) and isinstance(request.get("args"), list) else None
+
+
+def _preload_arrays(request: dict) -> None:
+    """Load the prepared arrays a job names (`data.arrays=...`, as the workflow's jobs do) here,
+    once: this job and the later ones share them (cnnlab.datamodule.preload)."""
+    import torch
+
+    from cnnlab import datamodule
+
+    named = [a.split("=", 1)[1] for a in request["args"] if a.startswith("data.arrays=")]
+    if not named:
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no OpenMP thread pool in a process that forks: a child could hang on it
+    try:
+        datamodule.preload(Path(request["cwd"], named[-1]))
+    except Exception:  # the job reads the file itself and says what is wrong with it
+        pass
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _child(conn: socket.socket, request: dict, fds: list[int]) -> int:

@@ -271,13 +271,12 @@ def _warm_up() -> None:
     import io
 
     import mlflow.store.tracking.rest_store  # noqa: F401  (a tracking server)
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (SQLite, the workflow's default)
-    import sqlalchemy.orm
+    import mlflow.store.tracking.sqlalchemy_store as sql_store  # SQLite, the workflow's default
 
     from cnnlab import figures
     from cnnlab.study import compose_config
 
-    sqlalchemy.orm.configure_mappers()
+    sql_store.sqlalchemy.orm.configure_mappers()  # through MLflow's import: SQLAlchemy is MLflow's dependency
     compose_config(["tracking=none"])
     fig, ax = figures.plt.subplots()
     ax.set_title("warm-up")

@@ -3,6 +3,7 @@ every way a caller sees (results, exit status, log, signals, the name ps shows).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,20 +21,33 @@ JOB = ("trainer.progress_bar=false", "model=mlp", "model.hidden=[32]", "trainer.
 FORKED = re.compile(r"cnnlab: job process (\d+), forked from the warm process (\d+)")
 
 
+@contextlib.contextmanager
+def _new_project(prefix: str, idle_s: str):
+    """A folder with tiny data, and a private runtime folder for the warm process's socket (short:
+    a Unix socket's path has at most 107 bytes); the environment that points jobs at it. Removed
+    at the end."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        tiny_prepared(root)
+        runtime = root / "rt"
+        runtime.mkdir(mode=0o700)
+        yield root, {"XDG_RUNTIME_DIR": str(runtime), "CNNLAB_WARM_IDLE_S": idle_s}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _sockets_folder(env: dict) -> Path:
+    return Path(env["XDG_RUNTIME_DIR"], f"cnnlab-{os.getuid()}")
+
+
 @pytest.fixture(scope="module")
 def project():
-    """A folder with tiny data, and a private runtime folder for the warm process's socket (short:
-    a Unix socket's path has at most 107 bytes). The warm process is stopped at the end."""
-    root = Path(tempfile.mkdtemp(prefix="cnnlab-fs-"))
-    tiny_prepared(root)
-    runtime = root / "rt"
-    runtime.mkdir(mode=0o700)
-    env = {"XDG_RUNTIME_DIR": str(runtime), "CNNLAB_WARM_IDLE_S": "30", "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
-    yield root, env
-    for log in root.glob("*.log"):
-        for _, server in FORKED.findall(log.read_text()):
-            _stop(int(server))
-    shutil.rmtree(root, ignore_errors=True)
+    """A project shared by the tests below, tracked in SQLite; its warm process is stopped at the end."""
+    with _new_project("cnnlab-fs-", "30") as (root, env):
+        yield root, {**env, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
+        for log in root.glob("*.log"):
+            for _, server in FORKED.findall(log.read_text()):
+                _stop(int(server))
 
 
 def _stop(pid: int) -> None:
@@ -181,20 +195,13 @@ def test_without_a_private_socket_folder_or_when_turned_off_jobs_start_cold(proj
     assert not list((shared / f"cnnlab-{os.getuid()}").iterdir())
 
 
-def test_the_warm_process_ends_after_its_idle_time_and_removes_its_socket(tmp_path):
-    root = Path(tempfile.mkdtemp(prefix="cnnlab-idle-"))
-    try:
-        tiny_prepared(root)
-        runtime = root / "rt"
-        runtime.mkdir(mode=0o700)
-        env = {"XDG_RUNTIME_DIR": str(runtime), "CNNLAB_WARM_IDLE_S": "2"}
+def test_the_warm_process_ends_after_its_idle_time_and_removes_its_socket():
+    with _new_project("cnnlab-idle-", "2") as (root, env):
         proc = _warm(root, env, "trainer.max_epochs=1", "run.dir=runs/idle", "tracking=none")
         assert proc.returncode == 0, proc.stderr[-3000:]
         server = int(FORKED.search(proc.stderr).group(2))
         assert _wait_gone(server, 60)
-        assert not list((runtime / f"cnnlab-{os.getuid()}").glob("*.sock"))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        assert not list(_sockets_folder(env).glob("*.sock"))
 
 
 def test_the_warm_process_refuses_a_path_outside_its_private_folder(tmp_path):
@@ -221,24 +228,17 @@ def _servers(sock: Path) -> list[int]:
     return found
 
 
-def test_prestart_leaves_a_warm_process_ready_for_the_jobs_that_follow(tmp_path):
-    root = Path(tempfile.mkdtemp(prefix="cnnlab-pre-"))
-    try:
-        tiny_prepared(root)
-        runtime = root / "rt"
-        runtime.mkdir(mode=0o700)
-        env = {"XDG_RUNTIME_DIR": str(runtime), "CNNLAB_WARM_IDLE_S": "30"}
+def test_prestart_leaves_a_warm_process_ready_for_the_jobs_that_follow():
+    with _new_project("cnnlab-pre-", "30") as (root, env):
         off = run([PYTHON, "-m", "cnnlab.forkserver", "--prestart"], root, env={**env, "CNNLAB_WARM_START": "0"})
-        assert off.returncode == 0 and not (runtime / f"cnnlab-{os.getuid()}").exists()
+        assert off.returncode == 0 and not _sockets_folder(env).exists()
 
         pre = run([PYTHON, "-m", "cnnlab.forkserver", "--prestart"], root, timeout=300, env=env)
         assert pre.returncode == 0 and pre.stdout == pre.stderr == ""
-        (sock,) = (runtime / f"cnnlab-{os.getuid()}").glob("*.sock")
+        (sock,) = _sockets_folder(env).glob("*.sock")
         (server,) = _servers(sock)
         proc = _warm(root, env, "trainer.max_epochs=1", "run.dir=runs/pre", "tracking=none")
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert int(FORKED.search(proc.stderr).group(2)) == server  # the job came from it, none other started
         assert _servers(sock) == [server]
         _stop(server)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)

@@ -21,14 +21,17 @@ def _identity(path) -> tuple:
     return str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
+def _read(path) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in load_arrays(path).items()}
+
+
 def preload(path) -> None:
     """Load path's arrays, images scaled to [0, 1] as `normalize` scales them, for the jobs to come."""
     identity = _identity(path)
     if _preloaded.get("identity") == identity:
         return
     _preloaded.clear()
-    arrays = {k: torch.from_numpy(v) for k, v in load_arrays(path).items()}
-    arrays = {k: normalize(v, None, None) if k.startswith("x_") else v for k, v in arrays.items()}
+    arrays = {k: normalize(v, None, None) if k.startswith("x_") else v for k, v in _read(path).items()}
     _preloaded.update(identity=identity, arrays=arrays)
 
 
@@ -39,9 +42,7 @@ def _arrays(path) -> dict[str, torch.Tensor]:
         preloaded = _preloaded.get("identity") == _identity(path)
     except OSError:
         preloaded = False
-    if preloaded:
-        return _preloaded["arrays"]
-    return {k: torch.from_numpy(v) for k, v in load_arrays(path).items()}
+    return _preloaded["arrays"] if preloaded else _read(path)
 
 
 class ArrayDataModule(pl.LightningDataModule):

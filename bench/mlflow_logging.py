@@ -34,8 +34,8 @@ NETWORKS = {  # (study, variant): the smallest and largest networks of the two b
 }
 
 
-def one_job(arrays: Path, study: str, variant: str, warm: bool, train_s: float) -> dict:
-    """Runs in a fresh process: the after-training MLflow work of one job, timed."""
+def one_job(arrays: Path, study: str, variant: str, warm: bool, train_s: float, tmp: Path) -> dict:
+    """Runs in a fresh process: the after-training MLflow work of one job, timed, its store in tmp."""
     import threading
 
     import mlflow
@@ -48,7 +48,6 @@ def one_job(arrays: Path, study: str, variant: str, warm: bool, train_s: float) 
     from cnnlab.rundir import RunDir
     from cnnlab.study import CONF_DIR, compose_config
 
-    tmp = Path(tempfile.mkdtemp(prefix="cnnlab-bench-mlflow-"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     overrides = [f"data.arrays={arrays}", f"tracking.uri={uri}", f"run.dir={tmp / 'run'}"]
     cfg = compose_config(overrides, study, variant, 0)
@@ -106,7 +105,8 @@ def main() -> None:
     arrays = prepared_arrays(args)
     if args.one:
         study, variant, mode = args.one.split()
-        print(json.dumps(one_job(arrays, study, variant, mode == "warm", args.train_s)))
+        with tempfile.TemporaryDirectory(prefix="cnnlab-bench-mlflow-") as tmp:
+            print(json.dumps(one_job(arrays, study, variant, mode == "warm", args.train_s, Path(tmp))))
         return
     results: dict[tuple[str, str], list[dict]] = {}
     for _ in range(args.repeats):  # alternating, so drift of the shared machine hits all alike

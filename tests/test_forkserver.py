@@ -195,13 +195,22 @@ def test_without_a_private_socket_folder_or_when_turned_off_jobs_start_cold(proj
     assert not list((shared / f"cnnlab-{os.getuid()}").iterdir())
 
 
-def test_the_warm_process_ends_after_its_idle_time_and_removes_its_socket():
+def test_the_warm_process_ends_after_its_idle_time_and_removes_its_files():
     with _new_project("cnnlab-idle-", "2") as (root, env):
+        folder = _sockets_folder(env)
+        folder.mkdir(mode=0o700)
+        # What a warm process killed outright (SIGKILL) leaves: its lock file and empty log. A log
+        # with something in it stays, for whoever wants to read why.
+        for name in ("warm-00000000000000000000.lock", "warm-00000000000000000000.log"):
+            (folder / name).touch()
+        (folder / "warm-11111111111111111111.log").write_text("cnnlab: something to read\n")
         proc = _warm(root, env, "trainer.max_epochs=1", "run.dir=runs/idle", "tracking=none")
         assert proc.returncode == 0, proc.stderr[-3000:]
         server = int(FORKED.search(proc.stderr).group(2))
+        assert {p.suffix for p in folder.iterdir()} == {".sock", ".lock", ".log"}  # its own, in use
+        assert not (folder / "warm-00000000000000000000.lock").exists()
         assert _wait_gone(server, 60)
-        assert not list(_sockets_folder(env).glob("*.sock"))
+        assert [p.name for p in folder.iterdir()] == ["warm-11111111111111111111.log"]
 
 
 def test_the_warm_process_refuses_a_path_outside_its_private_folder(tmp_path):
@@ -241,4 +250,6 @@ def test_prestart_leaves_a_warm_process_ready_for_the_jobs_that_follow():
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert int(FORKED.search(proc.stderr).group(2)) == server  # the job came from it, none other started
         assert _servers(sock) == [server]
-        _stop(server)
+        _stop(server)  # SIGTERM ends it as its idle time would: its files go
+        assert _wait_gone(server, 60)
+        assert not list(_sockets_folder(env).iterdir())

@@ -128,8 +128,7 @@ def _connect_or_start(path: Path) -> socket.socket | None:
     conn = _try_connect(path)
     if conn is not None:
         return conn
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait here while one starts it
+    with _locked(path.with_suffix(".lock")):  # the others wait here while one starts it
         conn = _try_connect(path)
         if conn is not None:
             return conn
@@ -145,6 +144,47 @@ def _connect_or_start(path: Path) -> socket.socket | None:
                 return conn
             time.sleep(0.05)
     return None
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    """Hold an exclusive lock on lock_path. A warm process that ends removes its lock file (under
+    the lock): whoever locked the removed file then sees it is no longer the one at lock_path and
+    locks the new one, so two clients never both think they hold the lock."""
+    while True:
+        lock = open(lock_path, "a")  # noqa: SIM115  closed below, or on leaving the block
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(lock.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()
+    with lock:
+        yield
+
+
+def _tidy(path: Path) -> None:
+    """Remove the lock file of an ended warm process's socket, and its log when nothing was written
+    there, unless a client holds the lock (it is starting the next one). Every change to the source
+    tree makes a new socket name, so files left behind would pile up in the folder."""
+    lock_path, log = path.with_suffix(".lock"), path.with_suffix(".log")
+    try:
+        lock = open(lock_path, "a")  # noqa: SIM115
+    except OSError:
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        if path.exists():
+            return  # a new warm process already serves it
+        with contextlib.suppress(OSError):
+            if log.stat().st_size == 0:
+                log.unlink()
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
 
 
 def process_start_time() -> float | None:
@@ -236,7 +276,13 @@ def serve(path: Path) -> int:
     listener.bind(str(staging))
     listener.listen(64)
     os.replace(staging, path)  # atomically: a client connects to a listening socket or to none
+    for other in path.parent.glob("warm-*.lock"):  # those of warm processes killed outright
+        if other != path.with_suffix(".lock"):
+            _tidy(other.with_suffix(".sock"))
     bound = path.stat().st_ino
+    # SIGTERM (a user's kill, a machine shutting down) ends it as the idle time does: socket and
+    # lock file removed. Each forked job sets its own handlers again.
+    signal.signal(signal.SIGTERM, _stop_serving)
     children: set[int] = set()
     last_active = time.monotonic()
     listener.settimeout(1.0)
@@ -261,6 +307,11 @@ def serve(path: Path) -> int:
             if path.stat().st_ino == bound:
                 path.unlink()
         listener.close()
+        _tidy(path)
+
+
+def _stop_serving(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _warm_up() -> None:

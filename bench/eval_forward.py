@@ -15,6 +15,7 @@ to the last bit to those of the first setting of that network. Networks are fres
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -55,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(1)
     raw = load_arrays(prepared_arrays(args))
     x = normalize(torch.from_numpy(raw["x_test"][: args.images]), None, None)
-    print(f"{cpu_name()}, 1 thread, {len(x)} test images, load average {open('/proc/loadavg').read().split()[0]}")
+    print(f"{cpu_name()}, 1 thread, {len(x)} test images, load average {os.getloadavg()[0]:.1f}")
     nets = {}
     for variant in VARIANTS:
         cfg = compose_config([], "cpu", variant, 0)

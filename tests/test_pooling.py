@@ -35,7 +35,7 @@ def stock_copy(net: nn.Module) -> nn.Module:
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 8, 8), (3, 16, 32, 32), (1, 1, 2, 2), (4, 64, 2, 6)])
-def test_view_pooling_gives_max_pool2d_bits(shape):
+def test_view_pooling_gives_max_pool2d_values_and_bits_of_nonzero_maxima(shape):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=g)
     x[..., :2, :2] = 0.0
@@ -83,9 +83,18 @@ def test_training_takes_max_pool2d_and_its_gradients(monkeypatch):
         assert torch.equal(bits(p.grad), bits(q.grad)), name
 
 
-def test_other_windows_and_layouts_take_max_pool2d():
+def test_other_windows_and_layouts_take_max_pool2d(monkeypatch):
+    monkeypatch.setattr(pooling, "max_pool_2x2", None)  # would fail if called
     x = images(4, size=9)  # odd size: floor mode drops the last row and column
     assert torch.equal(MaxPool2d(2, 2)(x), nn.functional.max_pool2d(x, 2, 2))
     plain = images(4).contiguous()  # NCHW memory
     assert torch.equal(MaxPool2d(2, 2)(plain), nn.functional.max_pool2d(plain, 2, 2))
     assert torch.equal(MaxPool2d(3, 2)(images(4)), nn.functional.max_pool2d(images(4), 3, 2))
+
+
+def test_a_window_given_per_axis_takes_the_views(monkeypatch):
+    calls = []
+    monkeypatch.setattr(pooling, "max_pool_2x2", lambda x: calls.append(x.shape) or max_pool_2x2(x))
+    x = images(4)
+    assert torch.equal(MaxPool2d((2, 2), stride=[2, 2])(x), nn.functional.max_pool2d(x, 2, 2))
+    assert len(calls) == 1

@@ -26,8 +26,8 @@ class MaxPool2d(nn.MaxPool2d):
 def _takes_views(pool: nn.MaxPool2d, x: torch.Tensor) -> bool:
     if x.requires_grad and torch.is_grad_enabled():
         return False
-    window = (pool.kernel_size, pool.stride, pool.padding, pool.dilation)
-    if window not in ((2, 2, 0, 1), ((2, 2), (2, 2), (0, 0), (1, 1))) or pool.ceil_mode or pool.return_indices:
+    window = tuple(_pair(v) for v in (pool.kernel_size, pool.stride, pool.padding, pool.dilation))
+    if window != ((2, 2), (2, 2), (0, 0), (1, 1)) or pool.ceil_mode or pool.return_indices:
         return False
     return (
         x.device.type == "cpu"
@@ -36,6 +36,11 @@ def _takes_views(pool: nn.MaxPool2d, x: torch.Tensor) -> bool:
         and x.shape[3] % 2 == 0
         and x.is_contiguous(memory_format=torch.channels_last)
     )
+
+
+def _pair(v) -> tuple:
+    """nn.MaxPool2d keeps each setting as given: one number for both axes, or one per axis."""
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,8 @@ def test_cnn_feature_size_matches_formula_for_each_padding_mode(mode):
 
 
 @pytest.mark.parametrize("activation, batch_norm", [("relu", False), ("relu", True), ("leaky_relu", False),
-                                                     ("tanh", True)])
-def test_pooling_before_a_monotonic_activation_computes_the_lecture_order_exactly(activation, batch_norm):
+                                                     ("leaky_relu", True)])
+def test_pooling_before_a_piecewise_linear_activation_computes_the_lecture_order_exactly(activation, batch_norm):
     torch.manual_seed(0)
     net = CNN(channels=[4, 8], hidden=[16], activation=activation, batch_norm=batch_norm).train()
     act = type(build_activation(activation))
@@ -63,8 +63,10 @@ def test_pooling_before_a_monotonic_activation_computes_the_lecture_order_exactl
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
-def test_average_pooling_and_gelu_keep_the_lecture_order():
-    for kw in (dict(pool="avg"), dict(activation="gelu")):
+def test_average_pooling_and_other_activations_keep_the_lecture_order():
+    # tanh and sigmoid are monotonic, but their kernels may round an element differently in a
+    # tensor of another size, so pooling first would not be the same function to the last bit.
+    for kw in (dict(pool="avg"), dict(activation="gelu"), dict(activation="tanh"), dict(activation="sigmoid")):
         kinds = [type(m).__name__ for m in CNN(channels=[4], hidden=[8], **kw).features]
         assert kinds[0] == "Conv2d" and kinds[2].endswith("Pool2d"), (kw, kinds)
 

@@ -3,10 +3,11 @@
 Output size of a convolution or pooling along one axis, the lecture's formula:
     out = floor((in + 2 * padding - kernel) / stride) + 1
 
-Max pooling runs before a monotonic activation (ReLU and the like) instead of after it: the two
-commute exactly, max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f, forward and gradient alike,
-so the network computes the lecture's function while the activation and its gradient touch a
-quarter of the values (on a CPU these elementwise passes cost about a fifth of a training step).
+Max pooling runs before ReLU (and leaky ReLU) instead of after it: the two commute exactly,
+max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f whose value is at most one correctly
+rounded operation (the same bits wherever it is computed), forward and gradient alike, so the
+network computes the lecture's function while the activation and its gradient touch a quarter of
+the values (on a CPU these elementwise passes cost about a fifth of a training step).
 The parameters keep their places in `features`, so checkpoints are the same either way.
 
 The head is the lecture's (`flatten`: every position of the last feature map feeds the fully
@@ -17,7 +18,7 @@ over all positions first, so where in the image a feature fired no longer matter
 from torch import nn
 
 from cnnlab.models.base import Network
-from cnnlab.models.common import MONOTONIC, check_dropout, choose, dense_stack
+from cnnlab.models.common import POOL_COMMUTES, check_dropout, choose, dense_stack
 from cnnlab.models.common import activation as make_activation
 from cnnlab.models.pooling import MaxPool2d
 
@@ -71,7 +72,7 @@ class CNN(Network):
             stage = [make_activation(activation)]
             if POOLS[pool] is not None:
                 pooling = POOLS[pool](pool_size, pool_stride)
-                stage = [pooling, *stage] if pool == "max" and activation in MONOTONIC else [*stage, pooling]
+                stage = [pooling, *stage] if pool == "max" and activation in POOL_COMMUTES else [*stage, pooling]
                 size = conv_output_size(size, pool_size, pool_stride)
             blocks.extend(stage)
             if dropout > 0:

@@ -3,8 +3,12 @@
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
-# Non-decreasing everywhere, so they commute with max pooling (GELU dips below zero: it does not).
-MONOTONIC = ("relu", "leaky_relu", "tanh", "sigmoid")
+# Non-decreasing, and each value at most one correctly rounded operation (max(0, x); x or x times
+# a slope), so max pooling may run before them and give the same bits as after. tanh and sigmoid
+# are non-decreasing too, but their library kernels do not give an element the same last bit in
+# every call (it varies with the tensor's size and how it is split across threads), so they keep
+# the lecture's order; GELU dips below zero and does not commute at all.
+POOL_COMMUTES = ("relu", "leaky_relu")
 
 
 def choose(setting: str, value: str, allowed) -> str:

@@ -80,6 +80,7 @@ def bare_loop(cfg, raw: dict, epochs: int, checkpoints: Path) -> dict[str, list[
     cl = net.trains_channels_last(cfg.trainer.channels_last)
     if cl:
         net = net.to(memory_format=torch.channels_last)
+    torch.set_flush_denormal(cfg.trainer.flush_denormal)  # the pipeline's arithmetic on denormals, both sides
     val = EvalBatches(normalize(torch.from_numpy(raw["x_val"]), None, None), torch.from_numpy(raw["y_val"]).long(),
                       cfg.trainer.eval_batch_size, cl)
     n_probe = cfg.data.train_probe_images

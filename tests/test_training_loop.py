@@ -296,6 +296,27 @@ def test_the_gpu_settings_take_effect_in_training_on_the_cpu(tmp_path, arrays, m
     assert result["test_acc"] > 0.1  # ten classes: above chance after two epochs
 
 
+def denormal_survives() -> bool:
+    """Whether this thread's CPU keeps a denormal float (1e-39) through a multiplication."""
+    return float(torch.tensor([1e-39]) * 1.0) != 0.0
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_holds_for_the_training_steps_only(tmp_path, arrays, monkeypatch, flush):
+    seen = set()
+    step = cnnlab.module.Classifier.training_step
+
+    def recorded(self, *args, **kwargs):
+        seen.add(denormal_survives())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(cnnlab.module.Classifier, "training_step", recorded)
+    assert denormal_survives()
+    train(run_config(tmp_path, arrays, "run", "trainer.max_epochs=1", f"trainer.flush_denormal={str(flush).lower()}"))
+    assert seen == {not flush}
+    assert denormal_survives()  # the caller's arithmetic is as it was
+
+
 @pytest.mark.slow
 def test_torch_compile_trains_through_the_same_loop(tmp_path, arrays):
     # No dropout: compiled code draws its random masks from another generator.

@@ -70,6 +70,9 @@ class TrainerConfig:
     channels_last: str = "auto"  # auto (convolutional networks), true or false
     compile: bool = False
     threads: int = 0  # torch threads on the CPU (0 = as the environment says)
+    # CPU: values below 1.2e-38 (denormals) count as zero. Arithmetic on them is several times
+    # slower, and Adam's moments of weights that stop getting gradients decay into them (docs/benchmarks.md).
+    flush_denormal: bool = True
     nan_check_every: int = 50  # optimizer steps between checks that the loss is finite
     if_loss_diverges: str = "fail"  # fail: the job fails; record: it ends with a DIVERGED result (sweeps)
     # Lightning's own flags, passed as they are (see pytorch_lightning.Trainer).

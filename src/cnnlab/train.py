@@ -47,7 +47,7 @@ try:
     from cnnlab.redaction import redact_logs, redact_text, redacted_traceback
     from cnnlab.rundir import RunDir
     from cnnlab.study import CONF_DIR, register_schema
-    from cnnlab.trainer import build_trainer, quiet_lightning
+    from cnnlab.trainer import build_trainer, denormals_flushed, quiet_lightning
     from cnnlab.tuning import apply_tuned_rate
 finally:
     gc.enable()
@@ -57,7 +57,11 @@ log = logging.getLogger("cnnlab.train")
 
 def train(cfg: DictConfig) -> dict:
     """Train, validate each epoch, test the best checkpoint; return the final metrics."""
-    t_start = time.perf_counter()
+    with denormals_flushed(cfg.trainer.flush_denormal):
+        return _train(cfg, time.perf_counter())
+
+
+def _train(cfg: DictConfig, t_start: float) -> dict:
     # What this machine and the data set must offer, checked before any MLflow run exists.
     check_accelerator(cfg, torch.cuda.device_count())
     check_prepared(cfg.data.arrays)

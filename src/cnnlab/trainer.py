@@ -54,6 +54,20 @@ class PlateauStepOnResume(pl.Callback):
                 config.scheduler.step(self.metrics[config.monitor])
 
 
+@contextlib.contextmanager
+def denormals_flushed(enabled: bool):
+    """While inside, the CPU takes denormal floats (below 1.2e-38) as zero and makes none (its FTZ
+    and DAZ flags, which threads started inside inherit); PyTorch's default again on the way out."""
+    if not enabled:
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def uses_gpu(cfg) -> bool:
     return cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 

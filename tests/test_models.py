@@ -10,7 +10,7 @@ from cnnlab.models import build_network
 from cnnlab.models.cnn import CNN, conv_output_size
 from cnnlab.models.common import activation as build_activation
 from cnnlab.module import Classifier
-from cnnlab.regularization import l1_penalty, l2_penalty, penalized_weights
+from cnnlab.regularization import DirectPenalties, l1_penalty, l2_penalty, penalized_weights
 from cnnlab.study import compose_config
 
 
@@ -111,6 +111,37 @@ def test_penalties_enter_the_training_loss(tmp_path):
     ce = nn.functional.cross_entropy(net(x), y)
     w = penalized_weights(net)
     assert loss.item() == pytest.approx((ce + 0.01 * l1_penalty(w) + 0.1 * l2_penalty(w)).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("l1, l2", [(1e-3, 0.0), (0.0, 1e-2), (1e-3, 1e-2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_direct_penalty_gradients_are_autograds_to_the_last_bit(l1, l2, channels_last):
+    torch.manual_seed(0)
+    net = CNN(channels=[4, 8], hidden=[16], batch_norm=True).train()
+    x = torch.randn(8, 3, 32, 32)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    y = torch.arange(8) % 10
+    weights = penalized_weights(net)
+    direct = DirectPenalties(weights, l1, l2)
+    for step in range(3):  # the buffers are reused from step to step
+        with torch.no_grad():  # other weights each step, a few of them exactly zero
+            for w in weights:
+                w.add_(torch.randn_like(w) * 0.05).mul_(torch.rand_like(w) > 0.05)
+        net.zero_grad()
+        ce = nn.functional.cross_entropy(net(x), y)
+        full = ce + (l1 * l1_penalty(weights) if l1 else 0) + (l2 * l2_penalty(weights) if l2 else 0)
+        full.backward()
+        expected = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        v1, v2 = direct.values()
+        loss = nn.functional.cross_entropy(net(x), y)
+        for term in (v1, v2):
+            loss = loss if term is None else loss + term
+        loss.backward()
+        direct.add_gradients()
+        assert torch.equal(loss, full), step
+        assert all(torch.equal(g, p.grad) for g, p in zip(expected, net.parameters(), strict=True)), step
 
 
 class _LossHistory(pl.Callback):

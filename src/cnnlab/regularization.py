@@ -16,14 +16,16 @@ def penalized_weights(net: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in net.modules() if isinstance(m, PENALIZED) and m.weight.requires_grad]
 
 
-def l1_penalty(weights: list[torch.Tensor]) -> torch.Tensor:
-    """sum |w| over all given weights."""
-    return torch.stack([w.abs().sum() for w in weights]).sum()
+def l1_penalty(weights: list[torch.Tensor], out: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """sum |w| over all given weights; with out (a tensor like each weight), |w| is written there."""
+    outs = out or [None] * len(weights)
+    return torch.stack([torch.abs(w, out=o).sum() for w, o in zip(weights, outs, strict=True)]).sum()
 
 
-def l2_penalty(weights: list[torch.Tensor]) -> torch.Tensor:
-    """sum w^2 over all given weights."""
-    return torch.stack([w.pow(2).sum() for w in weights]).sum()
+def l2_penalty(weights: list[torch.Tensor], out: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """sum w^2 over all given weights; with out (a tensor like each weight), w^2 is written there."""
+    outs = out or [None] * len(weights)
+    return torch.stack([torch.pow(w, 2, out=o).sum() for w, o in zip(weights, outs, strict=True)]).sum()
 
 
 class DirectPenalties:
@@ -57,13 +59,10 @@ class DirectPenalties:
 
     @torch.no_grad()
     def values(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """l1 * sum|w| and l2 * sum w^2 (None for a weight of 0), summed as l1_penalty and l2_penalty do."""
-        pairs = list(zip(self.weights, self._scratch(), strict=True))
-        l1 = l2 = None
-        if self.l1 > 0:
-            l1 = self.l1 * torch.stack([torch.abs(w, out=a).sum() for w, (a, _) in pairs]).sum()
-        if self.l2 > 0:
-            l2 = self.l2 * torch.stack([torch.pow(w, 2, out=b).sum() for w, (_, b) in pairs]).sum()
+        """l1 * sum|w| and l2 * sum w^2 (None for a weight of 0), by l1_penalty and l2_penalty in the buffers."""
+        scratch = self._scratch()
+        l1 = self.l1 * l1_penalty(self.weights, [a for a, _ in scratch]) if self.l1 > 0 else None
+        l2 = self.l2 * l2_penalty(self.weights, [b for _, b in scratch]) if self.l2 > 0 else None
         return l1, l2
 
     @torch.no_grad()

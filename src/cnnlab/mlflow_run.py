@@ -253,7 +253,7 @@ class TrainingRun:
 
     def _stop_monitor(self) -> None:
         if self.monitor is not None:
-            self.monitor.finish()
+            system_metrics.stop_monitor(self.monitor)
             self.monitor = None
 
     def _logged_model_id(self) -> str | None:

@@ -68,3 +68,19 @@ def start_monitor(run_id: str, tracking_uri: str, interval_s: float, resuming: b
         return None
     monitor.start()
     return monitor
+
+
+def stop_monitor(monitor) -> None:
+    """Stop the monitor, logging the samples of its last, unfinished interval too.
+
+    MLflow's monitor publishes once per interval and drops what it sampled since the last one when
+    it stops: every job would lose its last interval, and a job shorter than one interval would log
+    no system metrics at all.
+    """
+    monitor.finish()  # stops and joins its thread, then writes what it had published
+    try:
+        if any(m._metrics for m in monitor.monitors):
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+    except Exception as e:  # MLflow internals of another version: only the tail is lost
+        log.warning("the last system-metrics samples are not recorded: %s", e)

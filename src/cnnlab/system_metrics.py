@@ -79,7 +79,7 @@ def stop_monitor(monitor) -> None:
     """
     monitor.finish()  # stops and joins its thread, then writes what it had published
     try:
-        if any(m._metrics for m in monitor.monitors):
+        if any(m.metrics for m in monitor.monitors):
             monitor.publish_metrics(monitor.aggregate_metrics())
             monitor.mlflow_logger.flush()
     except Exception as e:  # MLflow internals of another version: only the tail is lost

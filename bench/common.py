@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from cnnlab.download import fetch_archive
-from cnnlab.preprocess import prepare
+from cnnlab.data.download import fetch_archive
+from cnnlab.data.preprocess import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "data" / "cifar10" / "cifar-10-binary.tar.gz"

@@ -26,10 +26,10 @@ import torch
 
 from bench.common import REPO, data_args, prepared_arrays, timed_epochs
 from bench.loader import cpu_name
-from cnnlab.batches import TrainBatches, normalize
+from cnnlab.data.batches import TrainBatches, normalize
+from cnnlab.data.preprocess import load_arrays
 from cnnlab.models import build_network
-from cnnlab.preprocess import load_arrays
-from cnnlab.study import compose_config
+from cnnlab.study.studies import compose_config
 
 
 def measure(args) -> None:

@@ -24,11 +24,11 @@ from torch import nn
 
 from bench.common import data_args, prepared_arrays
 from bench.loader import cpu_name
-from cnnlab.batches import normalize
+from cnnlab.data.batches import normalize
+from cnnlab.data.preprocess import load_arrays
 from cnnlab.models import build_network
 from cnnlab.models.pooling import MaxPool2d
-from cnnlab.preprocess import load_arrays
-from cnnlab.study import compose_config
+from cnnlab.study.studies import compose_config
 
 VARIANTS = ("cnn_baseline", "cnn_batchnorm", "cnn_gap", "mlp_baseline")
 

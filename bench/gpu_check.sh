@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure of docs/benchmarks.md in one call, written to one results file:
 #   1. packing: throughput of the same training jobs with 1, 2, 4 and 8 jobs per GPU (slot locks
-#      of cnnlab.gpu), and the jobs per GPU that finished them soonest;
+#      of cnnlab.training.gpu), and the jobs per GPU that finished them soonest;
 #   2. the lecture study at one seed (its 18 variants, 30 epochs, plus the learning-rate sweep it
 #      takes its rates from) through the real `snakemake`, with the jobs per GPU chosen in 1
 #      (or --jobs-per-gpu): wall time, test accuracy per variant;
@@ -101,7 +101,7 @@ snakemake results/data/cifar10.npz --cores "$cores" -s "$wd/Snakefile" --directo
 arrays=$wd/results/data/cifar10.npz
 
 # 1. Packing: the same jobs, k at a time on GPU 0, each pinned through the slot locks, each
-#    started warm as the workflow's jobs are (cnnlab.forkserver).
+#    started warm as the workflow's jobs are (cnnlab.launch.forkserver).
 best_k=1
 best_rate=0
 for k in "${pack_levels[@]}"; do
@@ -110,7 +110,7 @@ for k in "${pack_levels[@]}"; do
     start=$(date +%s.%N)
     seq 0 $((pack_jobs - 1)) | CNNLAB_JOBS_PER_GPU=$k CNNLAB_GPU_LOCK_DIR=$locks \
         CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-0} OMP_NUM_THREADS=1 xargs -P "$k" -I{} \
-        python -m cnnlab.forkserver "${pack_overrides[@]}" seed={} tracking=none trainer.progress_bar=false \
+        python -m cnnlab.launch.forkserver "${pack_overrides[@]}" seed={} tracking=none trainer.progress_bar=false \
         trainer.threads=1 data.arrays="$arrays" run.dir="$work/pack-k$k/seed{}" \
         > "$work/pack-k$k.log" 2>&1
     wall=$(python -c "import time; print(f'{time.time() - $start:.1f}')")

@@ -41,9 +41,9 @@ import torch
 import yaml
 from PIL import Image, ImageOps
 
-from cnnlab.batches import TrainBatches, normalize
-from cnnlab.cifar import read_archive
-from cnnlab.preprocess import split_indices, zscore_stats
+from cnnlab.data.batches import TrainBatches, normalize
+from cnnlab.data.cifar import read_archive
+from cnnlab.data.preprocess import split_indices, zscore_stats
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ARCHIVE = REPO / ".." / "shared" / "data" / "cifar10" / "cifar-10-binary.tar.gz"

@@ -42,11 +42,12 @@ def one_job(arrays: Path, study: str, variant: str, warm: bool, train_s: float, 
     import torch
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    from cnnlab import mlflow_model, tracking
-    from cnnlab.mlflow_run import TrainingRun, run_tags, variant_context
     from cnnlab.models import build_network
-    from cnnlab.rundir import RunDir
-    from cnnlab.study import CONF_DIR, compose_config
+    from cnnlab.study.studies import CONF_DIR, compose_config
+    from cnnlab.tracking import model as mlflow_model
+    from cnnlab.tracking import store as tracking
+    from cnnlab.training.mlflow_run import TrainingRun, run_tags, variant_context
+    from cnnlab.training.rundir import RunDir
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     overrides = [f"data.arrays={arrays}", f"tracking.uri={uri}", f"run.dir={tmp / 'run'}"]

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from cnnlab.report import build_report
-from cnnlab.study import CONF_DIR
+from cnnlab.study.studies import CONF_DIR
 
 STUDY = "scale"
 EPOCH_METRICS = (

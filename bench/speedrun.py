@@ -3,7 +3,7 @@
     python -m bench.speedrun                                      # on a GPU: time-to-94%, 5 seeds
     python -m bench.speedrun --seeds 1 --epochs 2 --train-images 10240 --threads 1   # a CPU budget
 
-Each seed is one real `cnnlab.train.train` run of the study's variant (no MLflow). Training time
+Each seed is one real `cnnlab.training.train.train` run of the study's variant (no MLflow). Training time
 is the sum of the epochs' training time (first batch to the start of validation), as the speed
 records count it: data preparation, start-up, validation and test are left out. Last line:
 `speedrun: mean test accuracy <acc> over <n> seeds, mean training time <s> s on <device>`.
@@ -19,10 +19,10 @@ import tempfile
 import torch
 
 from bench.common import data_args, prepared_arrays
-from cnnlab.provenance import device_name
-from cnnlab.study import compose_config
-from cnnlab.train import train
-from cnnlab.trainer import quiet_lightning
+from cnnlab.study.studies import compose_config
+from cnnlab.training.provenance import device_name
+from cnnlab.training.train import train
+from cnnlab.training.trainer import quiet_lightning
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ class Repeat:
 def one_mode(mode: str, steps: int, epochs: int = 4) -> float:
     import pytorch_lightning as pl
 
-    from cnnlab.trainer import NoProfiler
+    from cnnlab.training.trainer import NoProfiler
 
     torch.manual_seed(0)
     seconds: list[float] = []

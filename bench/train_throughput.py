@@ -5,7 +5,7 @@
 Both sides are timed over the same window, for two windows:
 
 - **whole epochs** (the headline): what a user waits for, one epoch's start to the next one's.
-  The pipeline side is `cnnlab.train.train` (Lightning, cnnlab's in-memory batches and
+  The pipeline side is `cnnlab.training.train.train` (Lightning, cnnlab's in-memory batches and
   augmentation), read back as the `epoch_wall_seconds` it logs: training, validation (5,000
   images), the probe of `data.train_probe_images` training images, the per-epoch metrics and their
   MLflow write (SQLite), the `last.ckpt` and `best.ckpt` writes and every hook. The bare loop does
@@ -47,12 +47,12 @@ from mlflow import MlflowClient
 
 from bench.common import REPO, data_args, prepared_arrays, train_epoch
 from bench.loader import cpu_name
-from cnnlab.batches import EvalBatches, TrainBatches, normalize
+from cnnlab.data.batches import EvalBatches, TrainBatches, normalize
+from cnnlab.data.preprocess import load_arrays
 from cnnlab.models import build_network
-from cnnlab.preprocess import load_arrays
-from cnnlab.study import compose_config
-from cnnlab.train import train
-from cnnlab.trainer import quiet_lightning
+from cnnlab.study.studies import compose_config
+from cnnlab.training.train import train
+from cnnlab.training.trainer import quiet_lightning
 
 WINDOWS = ("whole_epoch", "step_only")
 
@@ -110,7 +110,7 @@ def bare_loop(cfg, raw: dict, epochs: int, checkpoints: Path) -> dict[str, list[
 
 
 def pipeline_epochs(cfg) -> dict[str, list[float]]:
-    """Seconds per epoch of `cnnlab.train.train`, as it logs them to MLflow."""
+    """Seconds per epoch of `cnnlab.training.train.train`, as it logs them to MLflow."""
     train(cfg)
     run_id = json.loads((Path(cfg.run.dir) / "state.json").read_text())["mlflow_run_id"]
     client = MlflowClient(cfg.tracking.uri)

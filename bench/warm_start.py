@@ -4,8 +4,8 @@
     python -m bench.warm_start --rounds 3 --workdir /tmp/cnnlab-bench
 
 Each round runs the same short job (the cpu study's mlp_baseline for one epoch over 5,000
-images, tracked in a fresh SQLite store, as a workflow job is) twice: `python -m cnnlab.train`
-(cold) and `python -m cnnlab.forkserver` (warm: forked by the warm process, which the first warm
+images, tracked in a fresh SQLite store, as a workflow job is) twice: `python -m cnnlab.training.train`
+(cold) and `python -m cnnlab.launch.forkserver` (warm: forked by the warm process, which the first warm
 job starts and waits for; that first job is shown apart). Per job: the wall time of the command,
 `startup_seconds` (process start to first step) and `after_training_seconds` (test, figures,
 artifacts, closing the run). Then the medians; the last line is the warm/cold start-up headline.
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[str, list[dict]] = {"cold": [], "warm, first": [], "warm": []}
     try:
         for i in range(args.rounds):
-            for kind, module in (("cold", "cnnlab.train"), ("warm", "cnnlab.forkserver")):
+            for kind, module in (("cold", "cnnlab.training.train"), ("warm", "cnnlab.launch.forkserver")):
                 row = run_job(module, arrays, folder, f"{kind}-{i}", env)
                 if kind == "warm" and not row["forked"]:
                     raise SystemExit(f"warm_start: a warm job was not forked; the warm process's log is in {runtime}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.preprocess import prepare
+from cnnlab.data.preprocess import prepare
 from tests.tiny_cifar import write_tiny_archive
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def copy_workflow(dest: Path, studies: dict[str, str] | None = None) -> Path:
 
 
 def train_cmd(*overrides: str) -> list[str]:
-    return [PYTHON, "-m", "cnnlab.train", "trainer.progress_bar=false", *overrides]
+    return [PYTHON, "-m", "cnnlab.training.train", "trainer.progress_bar=false", *overrides]
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

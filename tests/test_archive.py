@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from cnnlab.cifar import RECORD_BYTES, read_archive
+from cnnlab.data.cifar import RECORD_BYTES, read_archive
 from cnnlab.errors import UserError
 from tests.tiny_cifar import CLASSES, make_records, write_tiny_archive
 

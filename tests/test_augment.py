@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cnnlab.augment import cutout, random_flip, random_translate
-from cnnlab.batches import TrainBatches, epoch_generator
+from cnnlab.data.augment import cutout, random_flip, random_translate
+from cnnlab.data.batches import TrainBatches, epoch_generator
 
 
 def images(b=4, c=3, h=8, w=8, dtype=torch.float32):

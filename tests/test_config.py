@@ -5,7 +5,7 @@ import torch
 
 from cnnlab.errors import UserError
 from cnnlab.models import build_network, count_parameters
-from cnnlab.study import available_studies, compose_config, load_study
+from cnnlab.study.studies import available_studies, compose_config, load_study
 from tests.helpers import REPO, run, train_cmd
 
 
@@ -33,7 +33,7 @@ def test_lecture_study_has_baseline_each_optimization_and_all_for_both_families(
     base = compose_config(study="lecture", variant="mlp_baseline", seed=0)
     assert base.data.normalize == "unit" and base.augment.translate == 0 and not base.augment.flip
     assert base.optimizer._target_ == "torch.optim.SGD" and base.optimizer.momentum == 0
-    assert base.schedule._target_ == "cnnlab.schedules.constant"
+    assert base.schedule._target_ == "cnnlab.optim.schedules.constant"
     assert base.regularization.l1 == 0 and base.regularization.l2 == 0
     quick = load_study("quick")
     assert set(quick.variants) == set(st.variants) and len(quick.seeds) == 1

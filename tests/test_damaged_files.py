@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from cnnlab.data.preprocess import check_prepared, load_arrays
 from cnnlab.errors import UserError
-from cnnlab.preprocess import check_prepared, load_arrays
 from cnnlab.report.build import build_report
-from cnnlab.study import CONF_DIR
+from cnnlab.study.studies import CONF_DIR
 from tests.helpers import SNAKEMAKE, copy_workflow, read_json, run, tiny_prepared, train_cmd
 
 REBUILD = "then run snakemake again: it prepares them again from the downloaded archive"

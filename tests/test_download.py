@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from cnnlab.download import fetch_archive
+from cnnlab.data.download import fetch_archive
 from cnnlab.errors import UserError
 from tests.helpers import require
 from tests.tiny_cifar import write_tiny_archive

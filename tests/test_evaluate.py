@@ -5,10 +5,10 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from cnnlab import evaluate
+from cnnlab.report import evaluate
 from cnnlab.report.sensitivity import SCALES, SHIFTS
-from cnnlab.study import compose_config
-from cnnlab.train import train
+from cnnlab.study.studies import compose_config
+from cnnlab.training.train import train
 from tests.helpers import PYTHON, read_json, run, tiny_prepared
 
 pytestmark = pytest.mark.timeout(600)
@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
 
 
 def eval_cmd(*args: str) -> list[str]:
-    return [PYTHON, "-m", "cnnlab.evaluate", *args]
+    return [PYTHON, "-m", "cnnlab.report.evaluate", *args]
 
 
 def logged_confusion(run_dir) -> list[list[int]]:

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from cnnlab.report import build_report
-from cnnlab.study import CONF_DIR, compose_config
-from cnnlab.tracking import init_store
-from cnnlab.train import train
+from cnnlab.study.studies import CONF_DIR, compose_config
+from cnnlab.tracking.store import init_store
+from cnnlab.training.train import train
 from tests.helpers import REPO, SNAKEMAKE, copy_workflow, run, tiny_prepared
 
 FAMILY_MODULE = '''

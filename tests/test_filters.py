@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnlab.filters import KERNELS, convolve2d, grayscale, max_pool, moving_average, output_shape
+from cnnlab.models.filters import KERNELS, convolve2d, grayscale, max_pool, moving_average, output_shape
 
 
 def test_moving_average_is_the_lectures_example():

@@ -1,4 +1,4 @@
-"""Training jobs forked by the warm process (cnnlab.forkserver): the same job as a cold start, in
+"""Training jobs forked by the warm process (cnnlab.launch.forkserver): the same job as a cold start, in
 every way a caller sees (results, exit status, log, signals, the name ps shows)."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _stop(pid: int) -> None:
 
 
 def _warm(root: Path, env: dict, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return run([PYTHON, "-m", "cnnlab.forkserver", *JOB, "data.arrays=data/cifar10.npz", *overrides], root,
+    return run([PYTHON, "-m", "cnnlab.launch.forkserver", *JOB, "data.arrays=data/cifar10.npz", *overrides], root,
                timeout=timeout, env=env)  # fmt: skip
 
 
@@ -81,7 +81,7 @@ def _wait_gone(pid: int, seconds: float) -> bool:
 
 def test_a_warm_job_gives_the_cold_jobs_results_to_the_last_digit(project):
     root, env = project
-    cold = run([PYTHON, "-m", "cnnlab.train", *JOB, "data.arrays=data/cifar10.npz", "trainer.max_epochs=3",
+    cold = run([PYTHON, "-m", "cnnlab.training.train", *JOB, "data.arrays=data/cifar10.npz", "trainer.max_epochs=3",
                 "run.dir=runs/cold"], root, env=env)  # fmt: skip
     assert cold.returncode == 0, cold.stderr[-3000:]
     assert not FORKED.search(cold.stderr)
@@ -101,10 +101,10 @@ def test_a_warm_job_gives_the_cold_jobs_results_to_the_last_digit(project):
     # Start-up counts from the job's own process start, not from the fork.
     assert 0 < c["startup_seconds"] <= c["process_seconds"]
 
-    # z-scored from the warm process's shared [0, 1] images (cnnlab.datamodule.preload): the same.
+    # z-scored from the warm process's shared [0, 1] images (cnnlab.data.datamodule.preload): the same.
     zscore = ("data=zscore", "trainer.max_epochs=2")
-    cold = run([PYTHON, "-m", "cnnlab.train", *JOB, "data.arrays=data/cifar10.npz", *zscore, "run.dir=runs/cold-z"],
-               root, env=env)  # fmt: skip
+    cold = run([PYTHON, "-m", "cnnlab.training.train", *JOB, "data.arrays=data/cifar10.npz", *zscore,
+                "run.dir=runs/cold-z"], root, env=env)  # fmt: skip
     warm = _warm(root, env, *zscore, "run.dir=runs/warm-z")
     assert cold.returncode == 0 and warm.returncode == 0, (cold.stderr + warm.stderr)[-3000:]
     assert FORKED.search(warm.stderr).group(2) in servers
@@ -126,7 +126,7 @@ def test_a_mistake_is_the_same_sentence_and_exit_status_warm(project):
 def _start_long_job(root: Path, env: dict, name: str) -> tuple[subprocess.Popen, Path, int]:
     log = root / f"{name}.log"
     proc = subprocess.Popen(
-        [PYTHON, "-m", "cnnlab.forkserver", *JOB, "data.arrays=data/cifar10.npz", "trainer.max_epochs=400",
+        [PYTHON, "-m", "cnnlab.launch.forkserver", *JOB, "data.arrays=data/cifar10.npz", "trainer.max_epochs=400",
          f"run.dir=runs/{name}"],
         cwd=root, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
     )  # fmt: skip
@@ -142,7 +142,7 @@ def test_ps_names_the_forked_job_as_the_training_command_it_runs(project):
     proc, log, job = _start_long_job(root, env, "named")
     try:
         cmdline = Path(f"/proc/{job}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        assert "-m cnnlab.train" in cmdline and "run.dir=runs/named" in cmdline, cmdline
+        assert "-m cnnlab.training.train" in cmdline and "run.dir=runs/named" in cmdline, cmdline
         assert "forkserver" not in cmdline
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -218,7 +218,7 @@ def test_the_warm_process_refuses_a_path_outside_its_private_folder(tmp_path):
     victim = tmp_path / "warm-x.sock"
     victim.write_text("keep me")
     for path in (victim, tmp_path / "notes.txt"):
-        proc = run([PYTHON, "-m", "cnnlab.forkserver", "--serve", str(path)], tmp_path, timeout=120)
+        proc = run([PYTHON, "-m", "cnnlab.launch.forkserver", "--serve", str(path)], tmp_path, timeout=120)
         assert proc.returncode == 2 and "is not a warm-process socket" in proc.stderr
     assert victim.read_text() == "keep me"
 
@@ -239,10 +239,10 @@ def _servers(sock: Path) -> list[int]:
 
 def test_prestart_leaves_a_warm_process_ready_for_the_jobs_that_follow():
     with _new_project("cnnlab-pre-", "30") as (root, env):
-        off = run([PYTHON, "-m", "cnnlab.forkserver", "--prestart"], root, env={**env, "CNNLAB_WARM_START": "0"})
+        off = run([PYTHON, "-m", "cnnlab.launch.forkserver", "--prestart"], root, env={**env, "CNNLAB_WARM_START": "0"})
         assert off.returncode == 0 and not _sockets_folder(env).exists()
 
-        pre = run([PYTHON, "-m", "cnnlab.forkserver", "--prestart"], root, timeout=300, env=env)
+        pre = run([PYTHON, "-m", "cnnlab.launch.forkserver", "--prestart"], root, timeout=300, env=env)
         assert pre.returncode == 0 and pre.stdout == pre.stderr == ""
         (sock,) = _sockets_folder(env).glob("*.sock")
         (server,) = _servers(sock)

@@ -16,7 +16,7 @@ import pytest
 # A training job's first step: take a slot, then report the GPU it is pinned to and hold it.
 CHILD = """
 import os, sys, time
-from cnnlab.gpu import pin_to_free_gpu
+from cnnlab.training.gpu import pin_to_free_gpu
 lock = pin_to_free_gpu()
 print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 time.sleep(float(sys.argv[1]))
@@ -94,7 +94,7 @@ def test_a_sigkilled_job_frees_its_slot_for_a_waiting_one(tmp_path):
 
 
 def test_no_gpus_means_no_slot_and_no_pinning(tmp_path, monkeypatch):
-    from cnnlab.gpu import acquire_gpu_slot, pin_to_free_gpu
+    from cnnlab.training.gpu import acquire_gpu_slot, pin_to_free_gpu
 
     assert acquire_gpu_slot([], 2, tmp_path) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
@@ -103,7 +103,7 @@ def test_no_gpus_means_no_slot_and_no_pinning(tmp_path, monkeypatch):
 
 
 def test_slurm_chosen_gpu_is_left_alone(tmp_path, monkeypatch):
-    from cnnlab.gpu import pin_to_free_gpu
+    from cnnlab.training.gpu import pin_to_free_gpu
 
     monkeypatch.setenv("SLURM_JOB_GPUS", "2")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
@@ -114,7 +114,7 @@ def test_slurm_chosen_gpu_is_left_alone(tmp_path, monkeypatch):
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
 def test_a_bad_jobs_per_gpu_is_one_clear_sentence(monkeypatch, value):
     from cnnlab.errors import UserError
-    from cnnlab.gpu import jobs_per_gpu
+    from cnnlab.training.gpu import jobs_per_gpu
 
     monkeypatch.setenv("CNNLAB_JOBS_PER_GPU", value)
     with pytest.raises(UserError, match="jobs_per_gpu"):
@@ -122,7 +122,7 @@ def test_a_bad_jobs_per_gpu_is_one_clear_sentence(monkeypatch, value):
 
 
 def test_the_workflow_hands_jobs_per_gpu_to_its_jobs_and_reads_the_gpu_list(monkeypatch):
-    from cnnlab.gpu import jobs_per_gpu, listed_gpus, set_jobs_per_gpu
+    from cnnlab.training.gpu import jobs_per_gpu, listed_gpus, set_jobs_per_gpu
 
     monkeypatch.delenv("CNNLAB_JOBS_PER_GPU", raising=False)
     assert jobs_per_gpu() == 1  # a job started by hand has its GPU to itself

@@ -1,7 +1,7 @@
 """What MLflow's own UI and API read from a training run: system tags, the data set input, system
 metrics, and the best checkpoint as a logged model that loads, predicts and registers.
 
-Real `cnnlab.train.train` runs (a tiny CNN with z-score inputs, batch norm and flip test-time
+Real `cnnlab.training.train.train` runs (a tiny CNN with z-score inputs, batch norm and flip test-time
 augmentation) on a tiny prepared data set, in a real SQLite store.
 """
 
@@ -15,10 +15,10 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from cnnlab.preprocess import load_arrays
-from cnnlab.study import compose_config
-from cnnlab.system_metrics import job_gpu_indices
-from cnnlab.train import train
+from cnnlab.data.preprocess import load_arrays
+from cnnlab.study.studies import compose_config
+from cnnlab.tracking.system_metrics import job_gpu_indices
+from cnnlab.training.train import train
 from tests.helpers import tiny_prepared
 
 VARIANT_OVERRIDES = [
@@ -74,7 +74,7 @@ def test_the_experiment_opens_as_model_training(trained):
 
 def test_mlflow_system_tags_say_where_the_run_came_from_and_which_variant_it_is(trained):
     tags = _run(trained).data.tags
-    assert tags["mlflow.source.name"] == "cnnlab.train" and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.name"] == "cnnlab.training.train" and tags["mlflow.source.type"] == "LOCAL"
     assert tags["mlflow.source.git.commit"] == tags["git_commit"] and len(tags["git_commit"]) == 40
     note = tags["mlflow.note.content"]
     assert "cnn_zscore" in note and "quick" in note and "z-score normalization" in note and "cnn_baseline" in note
@@ -184,7 +184,7 @@ def test_mlflow_s_gpu_monitor_narrowed_to_the_pinned_gpu_reports_it_as_gpu_0(mon
     # SystemMetricsMonitor and GPUMonitor run unchanged on top of it.
     import pynvml
 
-    from cnnlab import system_metrics
+    from cnnlab.tracking import system_metrics
 
     busy = {0: 5, 1: 10, 2: 77, 3: 20}  # percent, per NVML index
     monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)

@@ -5,13 +5,13 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from cnnlab.batches import TrainBatches
+from cnnlab.data.batches import TrainBatches
 from cnnlab.models import build_network
 from cnnlab.models.cnn import CNN, conv_output_size
 from cnnlab.models.common import activation as build_activation
-from cnnlab.module import Classifier
-from cnnlab.regularization import DirectPenalties, l1_penalty, l2_penalty, penalized_weights
-from cnnlab.study import compose_config
+from cnnlab.optim.regularization import DirectPenalties, l1_penalty, l2_penalty, penalized_weights
+from cnnlab.study.studies import compose_config
+from cnnlab.training.module import Classifier
 
 
 @pytest.mark.parametrize("mode", ["zeros", "replicate", "circular"])

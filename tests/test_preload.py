@@ -1,4 +1,4 @@
-"""The warm process's shared copy of the prepared arrays (cnnlab.datamodule.preload): a job that
+"""The warm process's shared copy of the prepared arrays (cnnlab.data.datamodule.preload): a job that
 uses it trains on the same tensors, to the last bit, as one that reads the file itself."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from cnnlab import datamodule
-from cnnlab.batches import normalize
-from cnnlab.preprocess import load_arrays, load_stats
+from cnnlab.data import datamodule
+from cnnlab.data.batches import normalize
+from cnnlab.data.preprocess import load_arrays, load_stats
 from tests.helpers import tiny_prepared
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.batches import normalize
-from cnnlab.cifar import read_archive
+from cnnlab.data.batches import normalize
+from cnnlab.data.cifar import read_archive
+from cnnlab.data.preprocess import load_arrays, prepare, split_indices, zscore_stats
 from cnnlab.errors import UserError
-from cnnlab.preprocess import load_arrays, prepare, split_indices, zscore_stats
 from tests.tiny_cifar import write_tiny_archive
 
 

@@ -12,7 +12,7 @@ from urllib.request import url2pathname
 import pytest
 from mlflow import MlflowClient
 
-from cnnlab.download import fetch_archive
+from cnnlab.data.download import fetch_archive
 from tests.helpers import SNAKEMAKE, copy_workflow, read_json, run
 from tests.tiny_cifar import write_tiny_archive
 
@@ -146,7 +146,7 @@ def test_a_project_in_an_odd_folder_can_be_moved_and_a_damaged_artifact_costs_on
 
 
 def _store_with_an_artifact(folder: Path) -> tuple[str, str]:
-    from cnnlab.tracking import connect, ensure_experiment
+    from cnnlab.tracking.store import connect, ensure_experiment
 
     db = folder / "results" / "mlflow.db"
     client = connect(f"sqlite:///{db}")
@@ -160,7 +160,7 @@ def _store_with_an_artifact(folder: Path) -> tuple[str, str]:
 
 @pytest.mark.parametrize("name", ["moved", "moved with space ü $x"])
 def test_the_store_s_artifacts_follow_a_moved_folder(tmp_path, name):
-    from cnnlab.tracking import connect
+    from cnnlab.tracking.store import connect
 
     experiment, run_id = _store_with_an_artifact(tmp_path / "project")
     new = tmp_path / name
@@ -175,7 +175,7 @@ def test_the_store_s_artifacts_follow_a_moved_folder(tmp_path, name):
 
 
 def test_a_copy_beside_the_original_folder_keeps_its_store_as_it_is(tmp_path):
-    from cnnlab.tracking import connect
+    from cnnlab.tracking.store import connect
 
     experiment, run_id = _store_with_an_artifact(tmp_path / "project")
     shutil.copytree(tmp_path / "project", tmp_path / "copy")

@@ -12,8 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from cnnlab.errors import UserError
-from cnnlab.redaction import redact_text
-from cnnlab.tracking import connect, ensure_experiment, set_tags, start_or_resume_run
+from cnnlab.tracking.redaction import redact_text
+from cnnlab.tracking.store import connect, ensure_experiment, set_tags, start_or_resume_run
 from tests.helpers import read_json, run, tiny_prepared, train_cmd
 
 PASSWORD = "s3cr3t-Pa55"

@@ -80,7 +80,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_the_same_run_with_identical_result
                 time.sleep(0.2)
             time.sleep(0.5)  # now inside epoch 2
             pids = subprocess.run(
-                ["pgrep", "-f", f"cnnlab.train.*study={name}"], capture_output=True, text=True
+                ["pgrep", "-f", f"cnnlab.training.train.*study={name}"], capture_output=True, text=True
             ).stdout.split()
             assert pids
             for pid in pids:

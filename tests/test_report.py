@@ -18,12 +18,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from omegaconf import OmegaConf
 
+from cnnlab.data.preprocess import prepare
 from cnnlab.models import build_network, family_of, network_class
-from cnnlab.preprocess import prepare
 from cnnlab.report import build_report
 from cnnlab.report.__main__ import main as report_main
 from cnnlab.report.registry import figures
-from cnnlab.study import CONF_DIR, compose_config
+from cnnlab.study.studies import CONF_DIR, compose_config
 from tests.tiny_cifar import write_tiny_archive
 
 STUDY = "reptest"

@@ -10,9 +10,9 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from cnnlab.abandoned_runs import close_abandoned_runs
 from cnnlab.errors import StoreError
-from cnnlab.tracking import connect, ensure_experiment, store_failure, with_retry
+from cnnlab.tracking.abandoned_runs import close_abandoned_runs
+from cnnlab.tracking.store import connect, ensure_experiment, store_failure, with_retry
 from tests.helpers import read_json, run, tiny_prepared, train_cmd
 from tests.test_storage import mounted  # noqa: F401 (the tmpfs fixture)
 
@@ -162,7 +162,7 @@ def test_a_store_locked_in_the_middle_of_a_run_ends_the_job_in_one_sentence_and_
     assert "stayed locked for" in err and "run the same command again to resume" in err, err[-3000:]
     assert "Traceback" not in err
     # The job could not write its own end while the store was locked; the workflow's next start
-    # closes the run (cnnlab.abandoned_runs), and no run stays RUNNING.
+    # closes the run (cnnlab.tracking.abandoned_runs), and no run stays RUNNING.
     assert len(close_abandoned_runs(uri, [tmp_path / "runs"])) == 1
     run_id = read_json(tmp_path / "runs/v/seed0/state.json")["mlflow_run_id"]
     assert client.get_run(run_id).info.status == "KILLED"

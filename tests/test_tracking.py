@@ -11,7 +11,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from cnnlab.preprocess import load_arrays
+from cnnlab.data.preprocess import load_arrays
 from tests.helpers import read_json, run, tiny_prepared, train_cmd
 
 EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/l1_penalty", "train/l2_penalty",
@@ -159,7 +159,7 @@ def test_studies_creating_one_new_store_at_once_all_succeed(tmp_path):
     # one SQLite file that does not exist yet: MLflow's schema migrations must not run twice at once.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = (
-        "import sys, time; from cnnlab.tracking import init_store; "
+        "import sys, time; from cnnlab.tracking.store import init_store; "
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
         "print(init_store(sys.argv[1], sys.argv[3])['experiment_id'])"
     )

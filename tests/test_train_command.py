@@ -7,9 +7,9 @@ import yaml
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from cnnlab import command_line
 from cnnlab.errors import UserError
-from cnnlab.study import CONF_DIR, _compose, available_studies, compose_config, load_study
+from cnnlab.study.studies import CONF_DIR, _compose, available_studies, compose_config, load_study
+from cnnlab.training import command_line
 from tests.helpers import read_json, run, tiny_prepared, train_cmd
 
 

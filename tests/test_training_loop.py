@@ -1,6 +1,6 @@
 """The training loop: Lightning's own flags, learning-rate schedules, lookahead, resume.
 
-Real `cnnlab.train.train` runs on a tiny prepared data set, read back from a real MLflow store.
+Real `cnnlab.training.train.train` runs on a tiny prepared data set, read back from a real MLflow store.
 """
 
 import math
@@ -11,16 +11,16 @@ import torch
 from mlflow import MlflowClient
 from torch._dynamo.utils import counters
 
-import cnnlab.checkpoint
-import cnnlab.module
-import cnnlab.regularization
+import cnnlab.optim.regularization
+import cnnlab.training.checkpoint
+import cnnlab.training.module
 from cnnlab.errors import UserError
-from cnnlab.lookahead import Lookahead
 from cnnlab.models import build_network
-from cnnlab.rundir import RunDir
-from cnnlab.study import compose_config
-from cnnlab.train import train
-from cnnlab.trainer import build_trainer
+from cnnlab.optim.lookahead import Lookahead
+from cnnlab.study.studies import compose_config
+from cnnlab.training.rundir import RunDir
+from cnnlab.training.train import train
+from cnnlab.training.trainer import build_trainer
 from tests.helpers import tiny_prepared
 
 # 400 training images in batches of 32: 13 optimizer steps per epoch, the last one short.
@@ -102,13 +102,13 @@ def test_limit_train_batches_counts_batches(tmp_path, arrays, limit, images):
 
 def test_val_check_interval_validates_twice_per_epoch(tmp_path, arrays, monkeypatch):
     calls = []
-    end = cnnlab.module.Classifier.on_validation_epoch_end
+    end = cnnlab.training.module.Classifier.on_validation_epoch_end
 
     def counted(self):
         calls.append(self.current_epoch)
         end(self)
 
-    monkeypatch.setattr(cnnlab.module.Classifier, "on_validation_epoch_end", counted)
+    monkeypatch.setattr(cnnlab.training.module.Classifier, "on_validation_epoch_end", counted)
     result = train(run_config(tmp_path, arrays, "run", "trainer.val_check_interval=0.5", "trainer.max_epochs=2"))
     assert calls == [0, 0, 1, 1]
     # One point per epoch in MLflow, each with the whole epoch's training images.
@@ -164,14 +164,14 @@ def test_a_run_resumed_after_an_interruption_gets_the_same_rates_and_results(tmp
     overrides = (*schedule, "trainer.max_epochs=5")
     straight = train(run_config(tmp_path, arrays, "straight", *overrides))
 
-    start = cnnlab.module.Classifier.on_train_epoch_start
+    start = cnnlab.training.module.Classifier.on_train_epoch_start
 
     def stop_at_epoch_3(self):
         if self.current_epoch == 3:
             raise Interrupted
         start(self)
 
-    monkeypatch.setattr(cnnlab.module.Classifier, "on_train_epoch_start", stop_at_epoch_3)
+    monkeypatch.setattr(cnnlab.training.module.Classifier, "on_train_epoch_start", stop_at_epoch_3)
     with pytest.raises(Interrupted):
         train(run_config(tmp_path, arrays, "broken", *overrides))
     epochs_after = []
@@ -180,7 +180,7 @@ def test_a_run_resumed_after_an_interruption_gets_the_same_rates_and_results(tmp
         epochs_after.append(self.current_epoch)
         start(self)
 
-    monkeypatch.setattr(cnnlab.module.Classifier, "on_train_epoch_start", record)
+    monkeypatch.setattr(cnnlab.training.module.Classifier, "on_train_epoch_start", record)
     resumed = train(run_config(tmp_path, arrays, "broken", *overrides))
 
     assert epochs_after == [3, 4]  # it went on from its last checkpoint, not from the start
@@ -237,14 +237,14 @@ def test_a_whole_epoch_is_timed_with_its_checkpoint_writes(tmp_path, arrays, mon
     # Each checkpoint write made 0.2 s slower must show in its epoch's epoch_wall_seconds, the last
     # epoch's too (logged when training ends), on top of its epoch_seconds (training stretches only).
     writes: dict[int, int] = {}
-    save = cnnlab.checkpoint.SafeCheckpointIO.save_checkpoint
+    save = cnnlab.training.checkpoint.SafeCheckpointIO.save_checkpoint
 
     def slow_save(self, checkpoint, path, storage_options=None):
         time.sleep(0.2)
         writes[checkpoint["epoch"]] = writes.get(checkpoint["epoch"], 0) + 1
         save(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(cnnlab.checkpoint.SafeCheckpointIO, "save_checkpoint", slow_save)
+    monkeypatch.setattr(cnnlab.training.checkpoint.SafeCheckpointIO, "save_checkpoint", slow_save)
     result = train(run_config(tmp_path, arrays, "run", "trainer.max_epochs=3"))
     walls, trained = history(tmp_path, result, "epoch_wall_seconds"), history(tmp_path, result, "epoch_seconds")
     assert len(walls) == 3 and all(writes[e] >= 1 for e in range(3)), (walls, writes)
@@ -256,7 +256,7 @@ def record_training_forward(monkeypatch) -> dict[str, set]:
     """What the network meets in the training steps of a real run, seen by hooks put on it as training
     starts: whether the batches and the conv weights are channels-last, the dtype of each layer's output."""
     seen = {"batch_channels_last": set(), "weights_channels_last": set(), "activation_dtypes": set()}
-    start = cnnlab.module.Classifier.on_train_start
+    start = cnnlab.training.module.Classifier.on_train_start
 
     def before_forward(net, args):
         if net.training:
@@ -275,7 +275,7 @@ def record_training_forward(monkeypatch) -> dict[str, set]:
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
                 m.register_forward_hook(after_layer)
 
-    monkeypatch.setattr(cnnlab.module.Classifier, "on_train_start", hooked)
+    monkeypatch.setattr(cnnlab.training.module.Classifier, "on_train_start", hooked)
     return seen
 
 
@@ -300,15 +300,15 @@ def test_the_gpu_settings_take_effect_in_training_on_the_cpu(tmp_path, arrays, m
 def test_direct_penalty_gradients_train_as_autograd_did_and_step_aside_when_gradients_accumulate(
         tmp_path, arrays, monkeypatch):
     calls = []
-    add = cnnlab.regularization.DirectPenalties.add_gradients
-    monkeypatch.setattr(cnnlab.regularization.DirectPenalties, "add_gradients",
+    add = cnnlab.optim.regularization.DirectPenalties.add_gradients
+    monkeypatch.setattr(cnnlab.optim.regularization.DirectPenalties, "add_gradients",
                         lambda self: (calls.append(1), add(self))[1])
     overrides = ("regularization=l1_l2", "optimizer=adam", "trainer.max_epochs=2")
     direct = run_config(tmp_path, arrays, "direct", *overrides)
     ran = train(direct)
     assert len(calls) == 2 * STEPS_PER_EPOCH
     with monkeypatch.context() as m:
-        m.setattr(cnnlab.regularization.DirectPenalties, "applies", staticmethod(lambda *a: False))
+        m.setattr(cnnlab.optim.regularization.DirectPenalties, "applies", staticmethod(lambda *a: False))
         by_autograd = run_config(tmp_path, arrays, "autograd", *overrides)
         ran_autograd = train(by_autograd)
     assert len(calls) == 2 * STEPS_PER_EPOCH
@@ -329,13 +329,13 @@ def denormal_survives() -> bool:
 @pytest.mark.parametrize("flush", [True, False])
 def test_flush_denormal_holds_for_the_training_steps_only(tmp_path, arrays, monkeypatch, flush):
     seen = set()
-    step = cnnlab.module.Classifier.training_step
+    step = cnnlab.training.module.Classifier.training_step
 
     def recorded(self, *args, **kwargs):
         seen.add(denormal_survives())
         return step(self, *args, **kwargs)
 
-    monkeypatch.setattr(cnnlab.module.Classifier, "training_step", recorded)
+    monkeypatch.setattr(cnnlab.training.module.Classifier, "training_step", recorded)
     assert denormal_survives()
     train(run_config(tmp_path, arrays, "run", "trainer.max_epochs=1", f"trainer.flush_denormal={str(flush).lower()}"))
     assert seen == {not flush}

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from cnnlab import estimate
 from cnnlab.errors import UserError
-from cnnlab.study import CONF_DIR, compose_config, load_study
-from cnnlab.tuning import choose, read_learning_rates, tuned_override, write_learning_rates
+from cnnlab.study import estimate
+from cnnlab.study.studies import CONF_DIR, compose_config, load_study, variant_composer
+from cnnlab.study.tuning import choose, read_learning_rates, tuned_override, write_learning_rates
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def chosen_rates(conf):
     sweep = load_study("cpu_lr_sweep", conf)
     acc = {"mlp_baseline_lr_0_03": [0.35], "mlp_baseline_lr_0_1": [0.41], "mlp_baseline_lr_0_3": [0.38],
            "cnn_baseline_lr_0_03": [0.45, 0.47], "cnn_baseline_lr_0_1": [0.44], "cnn_baseline_lr_0_3": [math.nan]}
-    return choose(sweep, acc, conf)
+    return choose(sweep, acc, variant_composer(sweep, conf))
 
 
 def test_the_best_validation_accuracy_wins_and_a_diverged_rate_never_does(conf):
@@ -110,11 +110,11 @@ def test_the_workflow_step_reads_result_files_and_refuses_a_sweep_that_all_diver
         f = tmp_path / f"r{i}.json"
         f.write_text(json.dumps({"variant": variant, "best_val_acc": acc}))
         files.append(str(f))
-    rates = write_learning_rates(sweep, files, conf, tmp_path / "out.json")
+    rates = write_learning_rates(sweep, files, variant_composer(sweep, conf), tmp_path / "out.json")
     assert rates["mlp"]["value"] == 0.1 and rates["cnn"]["value"] is None
     assert json.loads((tmp_path / "out.json").read_text())["mlp"]["value"] == 0.1
     with pytest.raises(UserError, match="Every run of the sweep study 'cpu_lr_sweep' diverged or failed"):
-        write_learning_rates(sweep, files[2:], conf, tmp_path / "none.json")
+        write_learning_rates(sweep, files[2:], variant_composer(sweep, conf), tmp_path / "none.json")
     assert not (tmp_path / "none.json").exists()
 
 

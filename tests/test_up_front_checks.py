@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from cnnlab.config import check_accelerator
 from cnnlab.errors import UserError
-from cnnlab.study import compose_config
+from cnnlab.study.config import check_accelerator
+from cnnlab.study.studies import compose_config
 from tests.helpers import SNAKEMAKE, copy_workflow, run, train_cmd
 
 HAS_GPU = shutil.which("nvidia-smi") is not None

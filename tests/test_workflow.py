@@ -57,7 +57,7 @@ def test_smoke_study_from_download_to_report_then_nothing_to_do(tmp_path, served
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val/loss")] == [0, 1]
     kinds = {r.data.tags.get("cnnlab.kind") for r in client.search_runs([exp.experiment_id])}
     assert {"prepare", "train", "report"} <= kinds
-    # Every training job was forked by the warm process (cnnlab.forkserver), the first one included.
+    # Every training job was forked by the warm process (cnnlab.launch.forkserver), the first one included.
     # The workflow started it as it began (onstart), so both came from the same one.
     logs = sorted((wd / "logs" / "smoke" / "train").glob("*.log"))
     forked = [re.search(r"forked from the warm process (\d+)", log.read_text()) for log in logs]

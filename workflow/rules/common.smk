@@ -10,15 +10,15 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from cnnlab.config import check_accelerator, fingerprint
+from cnnlab.study.config import check_accelerator, fingerprint
 from cnnlab.errors import UserError
-from cnnlab.gpu import listed_gpus, set_jobs_per_gpu
-from cnnlab.preprocess import check_prepared
-from cnnlab.redaction import redact
-from cnnlab.relocation import relocate_artifacts
+from cnnlab.training.gpu import listed_gpus, set_jobs_per_gpu
+from cnnlab.data.preprocess import check_prepared
+from cnnlab.tracking.redaction import redact
+from cnnlab.tracking.relocation import relocate_artifacts
 from cnnlab.report.registry import figures as report_figures
-from cnnlab.study import compose_config, load_study
-from cnnlab.tracking import resolve_uri
+from cnnlab.study.studies import compose_config, load_study
+from cnnlab.tracking.store import resolve_uri
 
 validate(config, "../schemas/config.schema.yaml")
 if config["val_size"] >= config["train_records"]:
@@ -100,11 +100,11 @@ def count_local_gpus() -> int:
 TRAIN_THREADS = 1
 
 # Training jobs fork from a warm process that has imported torch, Lightning and MLflow once
-# (cnnlab.forkserver, which reads this from the environment the jobs inherit).
+# (cnnlab.launch.forkserver, which reads this from the environment the jobs inherit).
 os.environ.update(CNNLAB_WARM_START="1" if config["warm_start"] else "0")
 
 # Locally, `gpu` counts GPU slots: jobs_per_gpu training jobs per GPU, each asking for one slot
-# (gpu=1) and pinned to one GPU by the slot locks of cnnlab.gpu, which learn jobs_per_gpu from
+# (gpu=1) and pinned to one GPU by the slot locks of cnnlab.training.gpu, which learn jobs_per_gpu from
 # the environment local jobs inherit (set_jobs_per_gpu). A `gpu` limit on the command line wins.
 # Under a cluster executor the scheduler hands out whole GPUs instead (the SLURM profile).
 JOBS_PER_GPU = config["jobs_per_gpu"]
@@ -170,13 +170,13 @@ def runs_folders():
 
 
 def close_abandoned_runs():
-    """Mark KILLED the MLflow runs of jobs that were killed outright (cnnlab.abandoned_runs)."""
-    from cnnlab.abandoned_runs import close_abandoned_runs as close
+    """Mark KILLED the MLflow runs of jobs that were killed outright (cnnlab.tracking.abandoned_runs)."""
+    from cnnlab.tracking.abandoned_runs import close_abandoned_runs as close
 
     try:
         close(TRACKING_URI, runs_folders())
     except Exception as e:  # the store may be what failed: a warning, never a second error
-        from cnnlab.tracking import first_line
+        from cnnlab.tracking.store import first_line
 
         print(
             f"cnnlab: warning: could not close abandoned MLflow runs ({first_line(e, TRACKING_URI)})", file=sys.stderr
@@ -194,19 +194,19 @@ def pending_training_jobs():
 
 
 def start_warm_process():
-    """Start the warm process the training jobs fork from (cnnlab.forkserver) now, in the background,
+    """Start the warm process the training jobs fork from (cnnlab.launch.forkserver) now, in the background,
     so the first jobs find it ready. Through shell() with the training rule's threads: the same
     environment as a training job's (Snakemake sets OMP_NUM_THREADS and the like from threads),
     hence the same warm process. It does nothing where the jobs would start cold."""
     shell(
-        "OMP_NUM_THREADS={TRAIN_THREADS} python -m cnnlab.forkserver --prestart > /dev/null 2>&1 &",
+        "OMP_NUM_THREADS={TRAIN_THREADS} python -m cnnlab.launch.forkserver --prestart > /dev/null 2>&1 &",
         threads=TRAIN_THREADS,
     )
 
 
 def announce_training_jobs(pending):
-    """Print the training jobs still to run and an estimate of their wall time (cnnlab.estimate)."""
-    from cnnlab.estimate import announce
+    """Print the training jobs still to run and an estimate of their wall time (cnnlab.study.estimate)."""
+    from cnnlab.study.estimate import announce
 
     if pending:
         slots = workflow.global_resources["gpu"].value or 0 if "gpu" in workflow.global_resources else 0

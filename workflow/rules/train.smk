@@ -24,7 +24,7 @@ rule train_variant:
     # The tracking store comes from the environment (MLFLOW_TRACKING_URI, common.smk). Every path
     # here is relative; all but conf/ are made of safe names (wildcard_constraints).
     shell:
-        "OMP_NUM_THREADS={threads} python -m cnnlab.forkserver --config-dir {params.conf_dir:q}"
+        "OMP_NUM_THREADS={threads} python -m cnnlab.launch.forkserver --config-dir {params.conf_dir:q}"
         " study={wildcards.study} variant={wildcards.variant} seed={wildcards.seed}"
         " run.dir={params.run_dir} data.arrays={input.arrays}"
         " run.learning_rates='{input.learning_rates}'"

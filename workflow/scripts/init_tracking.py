@@ -1,5 +1,5 @@
-from cnnlab.jobs import run_step
-from cnnlab.tracking import init_study_tracking, resolve_uri
+from cnnlab.launch.jobs import run_step
+from cnnlab.tracking.store import init_study_tracking, resolve_uri
 
 run_step(
     snakemake,

@@ -1,6 +1,6 @@
-from cnnlab.jobs import run_step
-from cnnlab.preprocess import prepare
-from cnnlab.tracking import redact
+from cnnlab.data.preprocess import prepare
+from cnnlab.launch.jobs import run_step
+from cnnlab.tracking.store import redact
 
 
 def _prepare(s):

@@ -11,10 +11,10 @@ import logging
 import sys
 
 from cnnlab.errors import UserError
-from cnnlab.redaction import redact_logs, redact_text
 from cnnlab.report.build import build_report
-from cnnlab.study import CONF_DIR
-from cnnlab.tracking import resolve_uri
+from cnnlab.study.studies import CONF_DIR
+from cnnlab.tracking.redaction import redact_logs, redact_text
+from cnnlab.tracking.store import resolve_uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import torch
 
-from cnnlab import tracking
 from cnnlab.atomic import atomic_path, write_text
-from cnnlab.datamodule import load_stats
+from cnnlab.data.datamodule import load_stats
+from cnnlab.data.preprocess import load_arrays
 from cnnlab.figures import plt
-from cnnlab.preprocess import load_arrays
 from cnnlab.report import network_figures, networks, registry
 from cnnlab.report.context import ReportContext
 from cnnlab.report.page import render_page
 from cnnlab.report.runs import collect_runs, experiment_id
 from cnnlab.report.sections.claims import claims_table
 from cnnlab.report.summary import runs_table, summarize, to_markdown, variant_models
-from cnnlab.study import load_study
+from cnnlab.study.studies import load_study
+from cnnlab.tracking import store as tracking
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from cnnlab.report.runs import RunRecord
-from cnnlab.study import Study
+from cnnlab.study.studies import Study
 
 
 @dataclass

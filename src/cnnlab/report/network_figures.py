@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab import filters
 from cnnlab.figures import confusion_figure, filter_grid, plt, show_mosaic
+from cnnlab.models import filters
 from cnnlab.report.networks import TrainedNet
 
 

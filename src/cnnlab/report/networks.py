@@ -13,11 +13,11 @@ import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from cnnlab.batches import normalize
-from cnnlab.checkpoint import load_state_dict
+from cnnlab.data.batches import normalize
 from cnnlab.errors import UserError
 from cnnlab.models import Network, build_network, family_of
 from cnnlab.report.runs import FINISHED, RunRecord
+from cnnlab.training.checkpoint import load_state_dict
 
 log = logging.getLogger(__name__)
 

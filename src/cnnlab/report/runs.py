@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 
 from cnnlab.errors import UserError
-from cnnlab.study import Study
+from cnnlab.study.studies import Study
 
 log = logging.getLogger(__name__)
 

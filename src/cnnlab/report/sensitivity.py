@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment import PADDING_MODES, random_translate
+from cnnlab.data.augment import PADDING_MODES, random_translate
 from cnnlab.report.networks import TrainedNet
 
 SHIFTS = tuple(range(0, 9))  # pixels

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cnnlab.report.runs import FAILED, FINISHED, RunRecord
-from cnnlab.study import Study
+from cnnlab.study.studies import Study
 
 COLUMNS = [
     "variant",
@@ -52,7 +52,7 @@ def mean(values) -> float:
 def variant_models(study: Study, conf_dir) -> dict[str, tuple[str, str]]:
     """variant -> (family, architecture), from its composed config: known before any run exists."""
     from cnnlab.models import family_of, network_class
-    from cnnlab.study import compose_config
+    from cnnlab.study.studies import compose_config
 
     models = {}
     for variant in study.variants:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cnnlab import filters
+from cnnlab.models import filters
 from cnnlab.report import html, network_figures
 from cnnlab.report.registry import Unavailable, figure, section
 

@@ -9,8 +9,8 @@ from cnnlab.figures import plt
 from cnnlab.report import html
 from cnnlab.report.registry import Unavailable, figure, section
 from cnnlab.report.runs import FINISHED, collect_runs
-from cnnlab.study import load_study
-from cnnlab.tuning import choose
+from cnnlab.study.studies import load_study, variant_composer
+from cnnlab.study.tuning import choose
 
 
 def sweep(ctx):
@@ -43,7 +43,8 @@ def chosen(ctx) -> dict:
     if found is None:
         raise Unavailable("this study neither is a learning-rate sweep nor takes its rates from one (tune_lr)")
     study, records = found
-    return ctx.memo("chosen rates", lambda: choose(study, val_accuracy(records), Path(ctx.conf_dir)))
+    compose = variant_composer(study, Path(ctx.conf_dir))
+    return ctx.memo("chosen rates", lambda: choose(study, val_accuracy(records), compose))
 
 
 @section("tuning", "Learning rates, chosen on validation", order=15)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.models import build_network, family_of
-from cnnlab.optimization import build_optimizer
+from cnnlab.optim.optimizers import build_optimizer
 
 JOB_OVERHEAD_S = 12.0  # start-up, test and artifacts per job (bench/job_overhead.py measures it)
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
@@ -91,7 +91,7 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
              smaller: tuple[str, ...] = ("quick", "cpu"), say=print) -> dict:
     """Say how many training jobs are about to run and for about how long; point a CPU-only user who
     is about to start a many-hour run at the smaller studies (with their own estimates)."""
-    from cnnlab.study import compose_config, load_study
+    from cnnlab.study.studies import compose_config, load_study
 
     device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
     compose = lambda s, v: compose_config(study=s, variant=v, conf_dir=conf_dir)  # noqa: E731

@@ -15,11 +15,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from cnnlab.lookahead import Lookahead
 from cnnlab.models import Network
-from cnnlab.optimization import build_optimizer, build_schedule
-from cnnlab.provenance import seconds_since_process_start
-from cnnlab.regularization import DirectPenalties, l1_penalty, l2_penalty, penalized_weights
+from cnnlab.optim.lookahead import Lookahead
+from cnnlab.optim.optimizers import build_optimizer, build_schedule
+from cnnlab.optim.regularization import DirectPenalties, l1_penalty, l2_penalty, penalized_weights
+from cnnlab.process_start import seconds_since_job_start
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Classifier(pl.LightningModule):
 
     def on_train_start(self) -> None:
         # After on_fit_start and after a checkpoint's weights are restored; the first step comes next.
-        self.startup_seconds = seconds_since_process_start()
+        self.startup_seconds = seconds_since_job_start()
         t = self.trainer
         if (self.l1 > 0 or self.l2 > 0) and DirectPenalties.applies(t.accumulate_grad_batches, t.world_size,
                                                                     str(t.precision)):

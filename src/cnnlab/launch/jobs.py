@@ -10,7 +10,7 @@ import logging
 import sys
 
 from cnnlab.errors import UserError, storage_error_message
-from cnnlab.redaction import redact_logs, redact_text, redacted_traceback
+from cnnlab.tracking.redaction import redact_logs, redact_text, redacted_traceback
 
 
 def run_step(job, fn) -> None:

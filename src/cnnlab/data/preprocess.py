@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.atomic import atomic_path
-from cnnlab.cifar import read_archive
+from cnnlab.data.cifar import read_archive
 from cnnlab.errors import UserError
 
 log = logging.getLogger(__name__)

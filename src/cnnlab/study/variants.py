@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from cnnlab.errors import UserError
 
 if TYPE_CHECKING:
-    from cnnlab.study import Study
+    from cnnlab.study.studies import Study
 
 GROUP = "variant"
 

@@ -2,7 +2,7 @@
 
 `study=<name>` is not a config group Hydra could load (conf/study/ holds study files): it stands
 for the study's own overrides and `run.study=<name>`, and it makes the study's variants
-selectable as `variant=...` (cnnlab.variants). Then every job the command would start is composed
+selectable as `variant=...` (cnnlab.study.variants). Then every job the command would start is composed
 and checked as `compose_config` does, so that a mistake in an override is one sentence (exit code
 2) before Hydra creates a folder or starts a job.
 """
@@ -19,10 +19,10 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig
 
-from cnnlab import variants
-from cnnlab.config import check_accelerator
 from cnnlab.errors import UserError
-from cnnlab.study import CONF_DIR, compose_config, load_study, override_message, study_overrides
+from cnnlab.study import variants
+from cnnlab.study.config import check_accelerator
+from cnnlab.study.studies import CONF_DIR, compose_config, load_study, override_message, study_overrides
 
 # Strategies whose processes Lightning starts by running the command line again (with -m, every
 # process would start the whole sweep); ddp_spawn / ddp_fork / ddp_notebook start them in Python.

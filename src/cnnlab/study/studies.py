@@ -17,10 +17,12 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from cnnlab.config import RunConfig, parent_keys, validate
 from cnnlab.errors import UserError
+from cnnlab.study import variants
+from cnnlab.study.config import RunConfig, parent_keys, validate
+from cnnlab.study.tuning import read_learning_rates, tuned_override
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 @dataclass(frozen=True)
@@ -266,8 +268,6 @@ def compose_config(
     if study is not None:
         st = load_study(study, conf_dir)
         if variant is not None:
-            from cnnlab import variants  # it builds on this module
-
             variants.register(st, conf_dir, [variant])
             all_overrides.append(f"variant={variant}")
         all_overrides += study_overrides(st, variant_chosen=variant is not None)
@@ -281,8 +281,6 @@ def compose_config(
             raise UserError(override_message(o, "it names no setting"))
     try:
         cfg = _compose(all_overrides, conf_dir)
-        from cnnlab.tuning import apply_tuned_rate
-
         apply_tuned_rate(cfg, all_overrides, conf_dir)
     except OverrideParseException as e:
         raise UserError(override_message(e.override, e.message)) from None
@@ -295,6 +293,25 @@ def compose_config(
             raise UserError(_omegaconf_message(cause, all_overrides, conf_dir)) from None
         raise UserError(_one_line(str(cause or e))) from None
     return validate(cfg)
+
+
+def variant_composer(study: Study, conf_dir: Path = CONF_DIR):
+    """variant name -> its composed config in `study`: what the sweep's choice reads family and optimizer from."""
+    return lambda variant: compose_config(study=study.name, variant=variant, conf_dir=conf_dir)
+
+
+def apply_tuned_rate(cfg, overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Set the sweep's chosen value in cfg (still writable) when run.learning_rates names a choice that
+    applies; `overrides` are the command line's, the study's and the variant's own come from its file."""
+    if not cfg.run.learning_rates:
+        return
+    explicit = list(overrides)
+    if cfg.run.study != "adhoc" and cfg.run.variant != "adhoc":
+        study = load_study(cfg.run.study, conf_dir)
+        explicit += [*study.overrides, *study.overrides_for(cfg.run.variant)]
+    tuned = tuned_override(cfg, read_learning_rates(cfg.run.learning_rates), explicit)
+    if tuned is not None:
+        OmegaConf.update(cfg, tuned[0], tuned[1], merge=False)
 
 
 def study_overrides(study: Study, variant_chosen: bool) -> list[str]:

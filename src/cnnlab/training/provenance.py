@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import platform
 import subprocess
-import time
 from pathlib import Path
 
 import torch
 
-from cnnlab.forkserver import process_start_time
-
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def git_state(root: Path = SOURCE_ROOT) -> tuple[str, bool | None]:
@@ -50,17 +47,3 @@ def versions() -> dict[str, str]:
         "cnnlab_version": cnnlab.__version__,
         "python_version": platform.python_version(),
     }
-
-
-_JOB_STARTED: list[float] = []  # a job forked by a warm process: its client's start (cnnlab.forkserver)
-
-
-def set_process_start(epoch_seconds: float | None) -> None:
-    """Count from the job's own process start, not this forked child's (None: this process's)."""
-    _JOB_STARTED[:] = [] if epoch_seconds is None else [float(epoch_seconds)]
-
-
-def seconds_since_process_start() -> float | None:
-    """Wall seconds since this job's process was created, None where unknown."""
-    started = _JOB_STARTED[0] if _JOB_STARTED else process_start_time()
-    return None if started is None else time.time() - started

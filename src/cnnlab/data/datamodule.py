@@ -7,10 +7,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from cnnlab.batches import EvalBatches, TrainBatches, normalize
-from cnnlab.preprocess import load_arrays, load_stats, stats_path  # noqa: F401 (load_stats, stats_path: their old home)
+from cnnlab.data.batches import EvalBatches, TrainBatches, normalize
+from cnnlab.data.preprocess import load_arrays, load_stats, stats_path  # noqa: F401 (load_stats, stats_path: their old home)
 
-# Filled in the warm process (cnnlab.forkserver) before it forks a job: the arrays of the file its
+# Filled in the warm process (cnnlab.launch.forkserver) before it forks a job: the arrays of the file its
 # jobs name, images already scaled to [0, 1]. The jobs forked from it share these pages instead of
 # each reading and scaling 180 MB (about a second of every job's start-up).
 _preloaded: dict = {}

@@ -23,7 +23,7 @@ class RunInfo:
     study: str = "adhoc"
     variant: str = "adhoc"
     dir: str = "results/adhoc/runs/adhoc/seed0"  # under -m: each job's folder in Hydra's sweep folder
-    learning_rates: str = ""  # a sweep's chosen rates (JSON, see cnnlab.tuning); empty: the config's own
+    learning_rates: str = ""  # a sweep's chosen rates (JSON, see cnnlab.study.tuning); empty: the config's own
     sweep: str = ""  # the sweep folder of a run started by `cnnlab-train -m` (MLflow tag cnnlab.sweep)
 
 
@@ -46,7 +46,7 @@ class AugmentConfig:
 
 @dataclass
 class LookaheadConfig:
-    every: int = 0  # optimizer steps between lookahead averages (0: off); see cnnlab/lookahead.py
+    every: int = 0  # optimizer steps between lookahead averages (0: off); see cnnlab/optim/lookahead.py
     decay: float = 0.95  # per-step decay of the average; an update keeps up to decay ** every
 
 
@@ -105,7 +105,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: Any = field(default_factory=dict)  # conf/model/<family>.yaml: _target_ and its arguments
     optimizer: Any = field(default_factory=dict)  # conf/optimizer: a torch.optim class and its arguments
-    schedule: Any = field(default_factory=dict)  # conf/schedule: a cnnlab.schedules function and its numbers
+    schedule: Any = field(default_factory=dict)  # conf/schedule: a cnnlab.optim.schedules function and its numbers
     lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -234,7 +234,7 @@ def check_accelerator(cfg: DictConfig, gpus: int) -> None:
 def validate(cfg: DictConfig) -> DictConfig:
     """Check every setting that composition cannot; raise UserError naming a bad one."""
     from cnnlab.models import check_model_config
-    from cnnlab.optimization import check_optimization
+    from cnnlab.optim.optimizers import check_optimization
 
     check_known_keys(cfg)
     merged = cfg.copy()

@@ -19,9 +19,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from cnnlab.config import TrackingConfig
 from cnnlab.errors import StoreError, UserError
-from cnnlab.redaction import SECRET, redact, redact_text
+from cnnlab.study.config import TrackingConfig
+from cnnlab.tracking.redaction import SECRET, redact, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def connect(uri: str, timeout_s: int = 20, wait_s: float = RETRY_S) -> MlflowCli
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     db = sqlite_file(uri)
     if db is not None:
-        from cnnlab.relocation import relocate_artifacts
+        from cnnlab.tracking.relocation import relocate_artifacts
 
         db.parent.mkdir(parents=True, exist_ok=True)
         relocate_artifacts(db)
@@ -360,7 +360,7 @@ def init_study_tracking(
     import json
 
     from cnnlab.atomic import write_text
-    from cnnlab.datamodule import load_stats
+    from cnnlab.data.datamodule import load_stats
 
     stats = load_stats(Path(stats_file).with_suffix(".npz"))
     info = init_store(uri, study, artifact_root)

@@ -23,19 +23,19 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from cnnlab import tracking
 from cnnlab.atomic import write_text
-from cnnlab.checkpoint import load_state_dict
-from cnnlab.datamodule import load_stats
+from cnnlab.data.datamodule import load_stats
+from cnnlab.data.preprocess import load_arrays
 from cnnlab.errors import UserError
 from cnnlab.models import build_network
-from cnnlab.preprocess import load_arrays
-from cnnlab.redaction import redact
 from cnnlab.report import sensitivity
 from cnnlab.report.networks import TrainedNet, num_classes
 from cnnlab.report.sections.position_scale import DEFAULT_IMAGES
-from cnnlab.rundir import RunDir
-from cnnlab.study import load_study
+from cnnlab.study.studies import load_study
+from cnnlab.tracking import store as tracking
+from cnnlab.tracking.redaction import redact
+from cnnlab.training.checkpoint import load_state_dict
+from cnnlab.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from torch import nn
 from cnnlab import figures
 from cnnlab.atomic import write_text
 from cnnlab.models import Network
-from cnnlab.rundir import RunDir
+from cnnlab.training.rundir import RunDir
 
 
 def confusion_csv(cm: np.ndarray, classes: list[str]) -> str:

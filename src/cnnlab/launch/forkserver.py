@@ -1,4 +1,4 @@
-"""Training jobs that start warm: `python -m cnnlab.forkserver <cnnlab-train arguments>`.
+"""Training jobs that start warm: `python -m cnnlab.launch.forkserver <cnnlab-train arguments>`.
 
 A training job spends most of its start-up importing torch, Lightning and MLflow (about 7 s of CPU
 here, longer with two jobs at once). The workflow's jobs therefore go through this small client:
@@ -13,7 +13,7 @@ The workflow starts the warm process as it begins, when it has training jobs to 
 first job starts it and waits for it. It exits after `IDLE_S` seconds without a job. One warm
 process serves one Python environment, source tree and working folder (all part of its socket's
 name), so an edited or reinstalled cnnlab starts a new one. Where a warm start cannot work the
-client runs `python -m cnnlab.train` in its own process instead: on SLURM (each job is its own
+client runs `python -m cnnlab.training.train` in its own process instead: on SLURM (each job is its own
 allocation), with CNNLAB_WARM_START=0, when the socket folder is not private to this user, or when
 the warm process could not start (its log says why).
 """
@@ -37,9 +37,11 @@ import threading
 import time
 from pathlib import Path
 
+from cnnlab.process_start import JOB_STARTED_VARIABLE, process_start_time
+
 IDLE_S = float(os.environ.get("CNNLAB_WARM_IDLE_S", "60"))  # a study's next job comes within seconds
 START_TIMEOUT_S = 180  # the imports take 7-25 s, more on a loaded machine
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # the whole cnnlab package
 # Read when an interpreter or library starts: a warm process made under other values would differ.
 _STARTUP_ENV = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "TORCH", "PYTORCH", "MLFLOW_")
 _MESSAGE = 1 << 20
@@ -75,8 +77,8 @@ def prestart() -> int:
 
 
 def _run_cold(args: list[str]) -> None:
-    """This process becomes `python -m cnnlab.train args` (same pid, streams and signals)."""
-    os.execv(sys.executable, [sys.executable, "-m", "cnnlab.train", *args])
+    """This process becomes `python -m cnnlab.training.train args` (same pid, streams and signals)."""
+    os.execv(sys.executable, [sys.executable, "-m", "cnnlab.training.train", *args])
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def _connect_or_start(path: Path) -> socket.socket | None:
             return conn
         with open(path.with_suffix(".log"), "ab") as log:
             server = subprocess.Popen(
-                [sys.executable, "-m", "cnnlab.forkserver", "--serve", str(path)],
+                [sys.executable, "-m", "cnnlab.launch.forkserver", "--serve", str(path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -185,19 +187,6 @@ def _tidy(path: Path) -> None:
                 log.unlink()
         with contextlib.suppress(OSError):
             lock_path.unlink()
-
-
-def process_start_time() -> float | None:
-    """When this process was created, in seconds since the epoch (Linux /proc); None where unknown."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        # Field 22 of proc(5), counted after the command name: clock ticks after boot. (/proc/stat's
-        # btime, the boot time, is whole seconds: up to a second off.)
-        start_ticks = int(fields[19])
-        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
-        return time.time() - since_boot
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _run_warm(conn: socket.socket, args: list[str]) -> int:
@@ -262,7 +251,7 @@ def serve(path: Path) -> int:
     # Before anything changes the environment: setproctitle takes the memory of the original
     # command line and environment for the children's names, which it finds only untouched.
     setproctitle.getproctitle()
-    import cnnlab.train  # noqa: F401  the imports every job would make
+    import cnnlab.training.train  # noqa: F401  the imports every job would make
 
     # A CUDA driver set up in this process cannot be used by forked children.
     if any("libcuda.so" in line for line in Path("/proc/self/maps").read_text().splitlines()):
@@ -325,7 +314,7 @@ def _warm_up() -> None:
     import mlflow.store.tracking.sqlalchemy_store as sql_store  # SQLite, the workflow's default
 
     from cnnlab import figures
-    from cnnlab.study import compose_config
+    from cnnlab.study.studies import compose_config
 
     sql_store.sqlalchemy.orm.configure_mappers()  # through MLflow's import: SQLAlchemy is MLflow's dependency
     compose_config(["tracking=none"])
@@ -380,10 +369,10 @@ def _request(data: bytes) -> dict | None:
 
 def _preload_arrays(request: dict) -> None:
     """Load the prepared arrays a job names (`data.arrays=...`, as the workflow's jobs do) here,
-    once: this job and the later ones share them (cnnlab.datamodule.preload)."""
+    once: this job and the later ones share them (cnnlab.data.datamodule.preload)."""
     import torch
 
-    from cnnlab import datamodule
+    from cnnlab.data import datamodule
 
     named = [a.split("=", 1)[1] for a in request["args"] if a.startswith("data.arrays=")]
     if not named:
@@ -407,8 +396,6 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> int:
     import numpy as np
     import setproctitle
 
-    from cnnlab import provenance
-
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -424,19 +411,20 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> int:
     tempfile.tempdir = None  # found again from this job's TMPDIR
     random.seed()  # a fresh process's: every child would otherwise repeat the same draws
     np.random.seed()
-    provenance.set_process_start(request["started"])
-    train = importlib.util.find_spec("cnnlab.train")
-    # As `python -m cnnlab.train` sees itself: Lightning re-launches DDP processes from these.
+    if request["started"] is not None:  # the job counts from its client's start, not this fork's
+        os.environ[JOB_STARTED_VARIABLE] = repr(request["started"])
+    train = importlib.util.find_spec("cnnlab.training.train")
+    # As `python -m cnnlab.training.train` sees itself: Lightning re-launches DDP processes from these.
     sys.modules["__main__"].__spec__ = train
     sys.argv = [train.origin, *request["args"]]
-    # What ps, top and `pkill -f cnnlab.train` see: the job, not the warm process it came from.
-    setproctitle.setproctitle(shlex.join([sys.executable, "-m", "cnnlab.train", *request["args"]]))
+    # What ps, top and `pkill -f cnnlab.training.train` see: the job, not the warm process it came from.
+    setproctitle.setproctitle(shlex.join([sys.executable, "-m", "cnnlab.training.train", *request["args"]]))
     conn.sendall(json.dumps({"pid": os.getpid()}).encode())
     threading.Thread(target=_stop_when_client_goes, args=(conn,), daemon=True).start()
 
-    from cnnlab.train import main
+    from cnnlab.training.train import main
 
-    print(f"cnnlab: job process {os.getpid()}, forked from the warm process {os.getppid()} (cnnlab.forkserver)",
+    print(f"cnnlab: job process {os.getpid()}, forked from the warm process {os.getppid()} (cnnlab.launch.forkserver)",
           file=sys.stderr)  # fmt: skip
     try:
         code = main()

@@ -11,9 +11,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
 
-from cnnlab.checkpoint import RelocatableCheckpoint, SafeCheckpointIO
 from cnnlab.errors import UserError
-from cnnlab.rundir import RunDir
+from cnnlab.training.checkpoint import RelocatableCheckpoint, SafeCheckpointIO
+from cnnlab.training.rundir import RunDir
 
 
 class NoProfiler(PassThroughProfiler):

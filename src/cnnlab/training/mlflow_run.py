@@ -2,7 +2,7 @@
 
 Besides cnnlab's own tags, a run fills what MLflow's UI and API read: its system tags (source,
 git commit, a note saying which variant it is), the data set as a run input, system metrics
-while it trains, and its best checkpoint as a logged model (cnnlab.mlflow_model).
+while it trains, and its best checkpoint as a logged model (cnnlab.tracking.model).
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
-from cnnlab import mlflow_model, system_metrics, tracking
 from cnnlab.atomic import write_text
 from cnnlab.errors import StoreError, UserError
 from cnnlab.models import Network, family_of
-from cnnlab.provenance import device_name, git_state, versions
-from cnnlab.redaction import redact, redact_text
-from cnnlab.rundir import RunDir
-from cnnlab.study import load_study
+from cnnlab.study.studies import load_study
+from cnnlab.tracking import model as mlflow_model
+from cnnlab.tracking import store as tracking
+from cnnlab.tracking import system_metrics
+from cnnlab.tracking.redaction import redact, redact_text
+from cnnlab.training.provenance import device_name, git_state, versions
+from cnnlab.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ FINAL_METRICS = {
 
 
 # The command that makes a training run: MLflow's Source column shows it.
-SOURCE_NAME = "cnnlab.train"
+SOURCE_NAME = "cnnlab.training.train"
 # The split a run trains on: the context of its dataset input (MLflow's own autologgers say "train").
 DATA_CONTEXT = "train"
 

@@ -1,6 +1,6 @@
 """Train one run: `cnnlab-train study=quick variant=cnn_zscore seed=0 run.dir=results/...`.
 
-`cnnlab-train` (or `python -m cnnlab.train`) is a Hydra application: every argument is an
+`cnnlab-train` (or `python -m cnnlab.training.train`) is a Hydra application: every argument is an
 override (`trainer.max_epochs=3`, `model=cnn`, ...), `--help` lists the config groups, `--cfg job`
 prints the composed config, `-m` sweeps (`-m study=quick variant=mlp_all,cnn_all seed=0,1`),
 `--config-dir` puts another `conf/` first. `train(cfg)` is the function tests and other code call
@@ -18,7 +18,7 @@ import sys
 import time
 
 # Importing torch, Lightning and MLflow makes millions of objects, and the garbage collector walks
-# them again and again while they are made. Off for these imports only: `import cnnlab.train` took
+# them again and again while they are made. Off for these imports only: `import cnnlab.training.train` took
 # 11.0-12.3 s of user CPU before, 9.7-10.4 s with this (7.6-9.5 s with the collector off for the
 # whole process); a few runs on a busy 2-core machine, so a rough figure.
 gc.disable()
@@ -32,27 +32,27 @@ try:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from cnnlab import command_line, tracking
-    from cnnlab.artifacts import write_run_artifacts
     from cnnlab.atomic import write_text
-    from cnnlab.config import check_accelerator, fingerprint, validate
-    from cnnlab.datamodule import ArrayDataModule, load_stats
+    from cnnlab.data.datamodule import ArrayDataModule, load_stats
+    from cnnlab.data.preprocess import check_prepared
     from cnnlab.errors import UserError, storage_error_message
-    from cnnlab.gpu import pin_to_free_gpu
-    from cnnlab.mlflow_run import TrainingRun, run_tags, variant_context
     from cnnlab.models import build_network, count_parameters, family_of
-    from cnnlab.module import Classifier, NonFiniteLossError
-    from cnnlab.preprocess import check_prepared
-    from cnnlab.provenance import seconds_since_process_start
-    from cnnlab.redaction import redact_logs, redact_text, redacted_traceback
-    from cnnlab.rundir import RunDir
-    from cnnlab.study import CONF_DIR, register_schema
-    from cnnlab.trainer import build_trainer, denormals_flushed, quiet_lightning
-    from cnnlab.tuning import apply_tuned_rate
+    from cnnlab.process_start import seconds_since_job_start
+    from cnnlab.study.config import check_accelerator, fingerprint, validate
+    from cnnlab.study.studies import CONF_DIR, apply_tuned_rate, register_schema
+    from cnnlab.tracking import store as tracking
+    from cnnlab.tracking.redaction import redact_logs, redact_text, redacted_traceback
+    from cnnlab.training import command_line
+    from cnnlab.training.artifacts import write_run_artifacts
+    from cnnlab.training.gpu import pin_to_free_gpu
+    from cnnlab.training.mlflow_run import TrainingRun, run_tags, variant_context
+    from cnnlab.training.module import Classifier, NonFiniteLossError
+    from cnnlab.training.rundir import RunDir
+    from cnnlab.training.trainer import build_trainer, denormals_flushed, quiet_lightning
 finally:
     gc.enable()
 
-log = logging.getLogger("cnnlab.train")
+log = logging.getLogger("cnnlab.training.train")
 
 
 def train(cfg: DictConfig) -> dict:
@@ -159,7 +159,7 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     # Only in result.json: they end after the run's last MLflow write. Seconds: test, figures,
     # artifacts and closing the MLflow run; and process start to here (imports included).
     result["after_training_seconds"] = time.perf_counter() - t_fitted
-    result["process_seconds"] = seconds_since_process_start()
+    result["process_seconds"] = seconds_since_job_start()
     run_dir.save_result(result)
     log.info("%s seed %s: test/acc %.4f", cfg.run.variant, cfg.seed, result["test_acc"])
     return result

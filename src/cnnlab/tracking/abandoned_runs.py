@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from cnnlab.redaction import redact
+from cnnlab.tracking.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def close_abandoned_runs(uri: str, runs_folders: list[Path], wait_s: float = 30)
         return []
     from mlflow.exceptions import MlflowException
 
-    from cnnlab import tracking
+    from cnnlab.tracking import store as tracking
 
     client = tracking.connect(uri, wait_s=wait_s)
     closed = []

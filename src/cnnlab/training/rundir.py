@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from cnnlab.atomic import write_text
-from cnnlab.checkpoint import resumable
+from cnnlab.training.checkpoint import resumable
 
 log = logging.getLogger(__name__)
 

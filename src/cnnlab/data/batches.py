@@ -11,14 +11,14 @@ import math
 
 import torch
 
-from cnnlab.augment import bounded_shifts, cutout, pad_images, random_flip, shifted_images
+from cnnlab.data.augment import bounded_shifts, cutout, pad_images, random_flip, shifted_images
 
 
 def normalize(images: torch.Tensor, mean: list[float] | None, std: list[float] | None) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 on [0, 1], then z-scored per channel when mean/std are given.
 
     Also takes the float32 [0, 1] images this gives without mean/std (the warm process's shared
-    copy, cnnlab.datamodule.preload): they are returned as they are, or z-scored into a new tensor
+    copy, cnnlab.data.datamodule.preload): they are returned as they are, or z-scored into a new tensor
     to the same last bit as from the uint8 images, since the same operations meet the same values."""
     scaled = images.dtype == torch.float32
     if scaled and mean is None:

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 import pooch
 
 from cnnlab.atomic import usual_permissions
-from cnnlab.cifar import check_members
+from cnnlab.data.cifar import check_members
 from cnnlab.errors import UserError
 
 log = logging.getLogger(__name__)

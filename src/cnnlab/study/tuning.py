@@ -14,26 +14,23 @@ import math
 import statistics
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from cnnlab.atomic import write_text
 from cnnlab.errors import UserError
 from cnnlab.models import family_of
 
 
-def choose(sweep, val_acc: dict[str, list[float]], conf_dir) -> dict:
+def choose(sweep, val_acc: dict[str, list[float]], compose) -> dict:
     """family -> {setting, value, optimizer, variant, candidates: {value: mean val acc}}.
 
-    val_acc: sweep variant -> the best validation accuracy of each of its finished seeds.
+    val_acc: sweep variant -> the best validation accuracy of each of its finished seeds;
+    compose: variant name -> that variant's composed config (cnnlab.study.studies.compose_config).
     """
-    from cnnlab.study import compose_config
-
     chosen: dict[str, dict] = {}
     for name, variant in sweep.variants.items():
         if not variant.sweep_of or name not in val_acc:
             continue
         scores = [v for v in val_acc[name] if not math.isnan(v)]  # NaN: the run diverged
-        cfg = compose_config(study=sweep.name, variant=name, conf_dir=conf_dir)
+        cfg = compose(name)
         family = family_of(cfg.model)
         entry = chosen.setdefault(family, {
             "setting": sweep.sweep_key, "optimizer": str(cfg.optimizer["_target_"]), "variant": variant.sweep_of,
@@ -47,13 +44,13 @@ def choose(sweep, val_acc: dict[str, list[float]], conf_dir) -> dict:
     return chosen
 
 
-def write_learning_rates(sweep, result_files: list[str], conf_dir, out: str | Path) -> dict:
+def write_learning_rates(sweep, result_files: list[str], compose, out: str | Path) -> dict:
     """Choose from the sweep's result.json files and write the choice as JSON (the workflow's step)."""
     val_acc: dict[str, list[float]] = {}
     for f in result_files:
         result = json.loads(Path(f).read_text())
         val_acc.setdefault(result["variant"], []).append(float(result["best_val_acc"]))
-    chosen = choose(sweep, val_acc, conf_dir)
+    chosen = choose(sweep, val_acc, compose)
     if not any(e["value"] is not None for e in chosen.values()):
         raise UserError(
             f"Every run of the sweep study '{sweep.name}' diverged or failed, so no learning rate can be chosen; "
@@ -80,19 +77,3 @@ def tuned_override(cfg, chosen: dict, explicit: list[str]) -> tuple[str, object]
     if any(o.split("=", 1)[0].lstrip("+") == entry["setting"] for o in explicit):
         return None  # the variant, its study or the command line chose its own value
     return entry["setting"], entry["value"]
-
-
-def apply_tuned_rate(cfg, overrides: list[str], conf_dir) -> None:
-    """Set the sweep's chosen value in cfg (still writable) when run.learning_rates names a choice that
-    applies; `overrides` are the command line's, the study's and the variant's own come from its file."""
-    if not cfg.run.learning_rates:
-        return
-    from cnnlab.study import load_study
-
-    explicit = list(overrides)
-    if cfg.run.study != "adhoc" and cfg.run.variant != "adhoc":
-        study = load_study(cfg.run.study, conf_dir)
-        explicit += [*study.overrides, *study.overrides_for(cfg.run.variant)]
-    tuned = tuned_override(cfg, read_learning_rates(cfg.run.learning_rates), explicit)
-    if tuned is not None:
-        OmegaConf.update(cfg, tuned[0], tuned[1], merge=False)

@@ -2,6 +2,6 @@
 
 import mlflow
 
-from cnnlab.mlflow_model import CifarClassifier
+from cnnlab.tracking.model import CifarClassifier
 
 mlflow.models.set_model(CifarClassifier())

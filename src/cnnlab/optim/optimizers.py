@@ -1,7 +1,7 @@
 """The optimizer and its learning-rate schedule, built from `conf/optimizer` and `conf/schedule`.
 
 The optimizer config names a `torch.optim` class (`_target_`) and its arguments; the schedule
-config names a function of `cnnlab.schedules` (or any function with its signature) and its numbers.
+config names a function of `cnnlab.optim.schedules` (or any function with its signature) and its numbers.
 """
 
 from __future__ import annotations

@@ -20,10 +20,9 @@ from torch import nn
 from cnnlab.models.base import Network
 from cnnlab.models.common import POOL_COMMUTES, check_dropout, choose, dense_stack
 from cnnlab.models.common import activation as make_activation
-from cnnlab.models.pooling import MaxPool2d
 
 PADDING_MODES = ("zeros", "replicate", "circular")
-POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d, "none": None}
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None}
 HEADS = ("flatten", "global_average")
 
 

@@ -17,40 +17,32 @@ import signal
 import sys
 import time
 
-# Importing torch, Lightning and MLflow makes millions of objects, and the garbage collector walks
-# them again and again while they are made. Off for these imports only: `import cnnlab.training.train` took
-# 11.0-12.3 s of user CPU before, 9.7-10.4 s with this (7.6-9.5 s with the collector off for the
-# whole process); a few runs on a busy 2-core machine, so a rough figure.
-gc.disable()
-try:
-    import hydra
-    import numpy as np
-    import torch
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import DictConfig, OmegaConf, open_dict
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from cnnlab.atomic import write_text
-    from cnnlab.data.datamodule import ArrayDataModule, load_stats
-    from cnnlab.data.preprocess import check_prepared
-    from cnnlab.errors import UserError, storage_error_message
-    from cnnlab.models import build_network, count_parameters, family_of
-    from cnnlab.process_start import seconds_since_job_start
-    from cnnlab.study.config import check_accelerator, fingerprint, validate
-    from cnnlab.study.studies import CONF_DIR, apply_tuned_rate, register_schema
-    from cnnlab.tracking import store as tracking
-    from cnnlab.tracking.redaction import redact_logs, redact_text, redacted_traceback
-    from cnnlab.training import command_line
-    from cnnlab.training.artifacts import write_run_artifacts
-    from cnnlab.training.gpu import pin_to_free_gpu
-    from cnnlab.training.mlflow_run import TrainingRun, run_tags, variant_context
-    from cnnlab.training.module import Classifier, NonFiniteLossError
-    from cnnlab.training.rundir import RunDir
-    from cnnlab.training.trainer import build_trainer, denormals_flushed, quiet_lightning
-finally:
-    gc.enable()
+from cnnlab.atomic import write_text
+from cnnlab.data.datamodule import ArrayDataModule, load_stats
+from cnnlab.data.preprocess import check_prepared
+from cnnlab.errors import UserError, storage_error_message
+from cnnlab.models import build_network, count_parameters, family_of
+from cnnlab.process_start import seconds_since_job_start
+from cnnlab.study.config import check_accelerator, fingerprint, validate
+from cnnlab.study.studies import CONF_DIR, apply_tuned_rate, register_schema
+from cnnlab.tracking import store as tracking
+from cnnlab.tracking.redaction import redact_logs, redact_text, redacted_traceback
+from cnnlab.training import command_line
+from cnnlab.training.artifacts import write_run_artifacts
+from cnnlab.training.gpu import pin_to_free_gpu
+from cnnlab.training.mlflow_run import TrainingRun, run_tags, variant_context
+from cnnlab.training.module import Classifier, NonFiniteLossError
+from cnnlab.training.rundir import RunDir
+from cnnlab.training.trainer import build_trainer, denormals_flushed, quiet_lightning
 
 log = logging.getLogger("cnnlab.training.train")
 

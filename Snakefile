@@ -36,7 +36,7 @@ onstart:
     close_abandoned_runs()
     if workflow.local_exec:
         pending = pending_training_jobs()
-        if pending and config["warm_start"]:
+        if pending and WARM_START:
             start_warm_process()
         announce_training_jobs(pending)
 

@@ -17,7 +17,7 @@ from cnnlab.data.preprocess import check_prepared
 from cnnlab.tracking.redaction import redact
 from cnnlab.tracking.relocation import relocate_artifacts
 from cnnlab.report.registry import figures as report_figures
-from cnnlab.study.studies import compose_config, load_study
+from cnnlab.study.studies import AUTO_STUDY, auto_study, compose_config, load_study
 from cnnlab.tracking.store import resolve_uri
 
 validate(config, "../schemas/config.schema.yaml")
@@ -48,6 +48,40 @@ envvars:
 
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
+def count_local_gpus() -> int:
+    """GPUs this machine lets jobs use: CUDA_VISIBLE_DEVICES's list when set, else nvidia-smi's
+    (importing torch here would slow every invocation)."""
+    import shutil
+    import subprocess
+
+    listed = listed_gpus()
+    if listed is not None:
+        return len(listed)
+    if not shutil.which("nvidia-smi"):
+        return 0
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+    return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
+def workflow_flag(key):
+    """A yes/no setting as a user types it on the command line (Snakemake passes `false` as a string)."""
+    value = config[key]
+    spelled = str(value).strip().lower()
+    if isinstance(value, bool) or spelled in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        return value if isinstance(value, bool) else spelled in ("true", "1", "yes", "on")
+    raise WorkflowError(f"{key}={value!r} is not true or false; write --config {key}=true or {key}=false.")
+
+
+# study=auto: resolved once, by the first Snakemake of a run; the jobs it starts (locally or on a
+# cluster node, which may differ in GPUs) inherit the answer through the environment.
+if config["study"] == AUTO_STUDY:
+    if "CNNLAB_AUTO_STUDY" not in os.environ:
+        chosen, why = auto_study(count_local_gpus() if workflow.local_exec else None)
+        os.environ["CNNLAB_AUTO_STUDY"] = chosen
+        print(f"cnnlab: study=auto runs the {chosen} study: {why}.", file=sys.stderr)
+    config["study"] = os.environ["CNNLAB_AUTO_STUDY"]
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)
@@ -81,27 +115,19 @@ if TRACKING_URI.startswith("sqlite:///"):
     relocate_artifacts(TRACKING_URI.removeprefix("sqlite:///"))
 
 
-def count_local_gpus() -> int:
-    """GPUs this machine lets jobs use: CUDA_VISIBLE_DEVICES's list when set, else nvidia-smi's
-    (importing torch here would slow every invocation)."""
-    import shutil
-    import subprocess
-
-    listed = listed_gpus()
-    if listed is not None:
-        return len(listed)
-    if not shutil.which("nvidia-smi"):
-        return 0
-    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-    return sum(line.startswith("GPU ") for line in out.splitlines())
-
-
 # One thread per CPU training job, as many jobs as cores (docs/benchmarks.md, CPU settings).
 TRAIN_THREADS = 1
 
 # Training jobs fork from a warm process that has imported torch, Lightning and MLflow once
 # (cnnlab.launch.forkserver, which reads this from the environment the jobs inherit).
-os.environ.update(CNNLAB_WARM_START="1" if config["warm_start"] else "0")
+# CNNLAB_WARM_START=0 set by the user wins over the config.
+WARM_START = workflow_flag("warm_start") and os.environ.get("CNNLAB_WARM_START", "1") != "0"
+os.environ.update(CNNLAB_WARM_START="1" if WARM_START else "0")
+if not WARM_START:
+    print(
+        "cnnlab: training jobs start cold (warm_start is off): each imports torch, Lightning and MLflow itself.",
+        file=sys.stderr,
+    )
 
 # Locally, `gpu` counts GPU slots: jobs_per_gpu training jobs per GPU, each asking for one slot
 # (gpu=1) and pinned to one GPU by the slot locks of cnnlab.training.gpu, which learn jobs_per_gpu from

@@ -72,6 +72,19 @@ class Study:
         return [*self.overrides, *self.model_overrides.get(self.model_choice(name), ()), *variant.overrides]
 
 
+AUTO_STUDY = "auto"
+
+
+def auto_study(gpus: int | None) -> tuple[str, str]:
+    """The study `study=auto` runs, and why: gpus is this machine's count, None when a cluster runs the jobs."""
+    if gpus is None:
+        return "lecture", "the jobs run on a cluster's GPU nodes"
+    if gpus > 0:
+        return "lecture", f"this machine has {gpus} GPU{'s' if gpus > 1 else ''}"
+    return "cpu", ("this machine has no GPU, and the lecture study is sized for one "
+                   "(run it anyway with --config study=lecture; a one-minute check: --config study=smoke)")
+
+
 def available_studies(conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (Path(conf_dir) / "study").glob("*.yaml"))
 

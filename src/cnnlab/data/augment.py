@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-PADDING_MODES = ("zeros", "replicate", "circular")
+from cnnlab.padding import PADDING_MODES
 
 
 def random_translate(

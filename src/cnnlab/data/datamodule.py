@@ -58,9 +58,8 @@ class ArrayDataModule(pl.LightningDataModule):
         if self.arrays is not None:
             return
         raw = _arrays(self.cfg.data.arrays)
-        device = (
-            self.trainer.strategy.root_device if self.trainer and self.cfg.data.device_resident else torch.device("cpu")
-        )
+        # The whole data set lives on the training device: batches are slices of it, never copies.
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         zs = self.cfg.data.normalize == "zscore"
         mean, std = (self.stats["mean"], self.stats["std"]) if zs else (None, None)
         self.arrays = {}

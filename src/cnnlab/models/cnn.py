@@ -21,8 +21,8 @@ from cnnlab.models.base import Network
 from cnnlab.models.common import POOL_COMMUTES, check_dropout, choose, dense_stack
 from cnnlab.models.common import activation as make_activation
 from cnnlab.models.pooling import MaxPool2d
+from cnnlab.padding import PADDING_MODES
 
-PADDING_MODES = ("zeros", "replicate", "circular")
 POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d, "none": None}
 HEADS = ("flatten", "global_average")
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from cnnlab.study.config import check_accelerator, fingerprint
@@ -33,16 +34,17 @@ CONF_DIR = REPO / "conf"
 CONF_DIR_PARAM = os.path.relpath(CONF_DIR)
 
 
-# Every job runs in the environment Snakemake runs in. This file imports cnnlab to read the
-# studies, so the workflow cannot even start outside that environment (environment.yml, or the
-# venv of the README). Hence no conda environment or container per rule, the one finding that
-# `snakemake --lint` reports and .ci/snakemake_lint.py allows. A per-rule environment would be a
-# second copy of the same packages, and an environment file cannot install this checkout
-# (Snakemake copies it under .snakemake/conda/ first); a named environment needs conda even to
-# record each job's metadata.
-#
-# Shell commands run `python`: the interpreter Snakemake runs on comes first on PATH, so an
-# un-activated virtual environment works too. Jobs on other machines (SLURM) get this PATH.
+# Every rule's software: the project's one environment file, relative to this folder as Snakemake
+# resolves it. With --use-conda Snakemake builds it under .snakemake/conda/ from a copy, so the
+# file cannot name this checkout; environment.post-deploy.sh installs it from CNNLAB_CHECKOUT.
+ENVIRONMENT = "../../environment.yml"
+os.environ.update(CNNLAB_CHECKOUT=str(REPO))
+USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+# Without --use-conda, shell commands run `python`: the interpreter Snakemake runs on comes first
+# on PATH, so an un-activated virtual environment works too. Jobs on other machines (SLURM) get
+# this PATH; with --use-conda the job's environment comes before it.
 envvars:
     "PATH",
 

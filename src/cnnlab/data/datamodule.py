@@ -12,7 +12,7 @@ from cnnlab.data.preprocess import load_arrays, load_stats, stats_path  # noqa: 
 
 # Filled in the warm process (cnnlab.launch.forkserver) before it forks a job: the arrays of the file its
 # jobs name, images already scaled to [0, 1]. The jobs forked from it share these pages instead of
-# each reading and scaling 180 MB (about a second of every job's start-up).
+# each reading and scaling the 180 MB file at start-up.
 _preloaded: dict = {}
 
 

@@ -18,8 +18,7 @@
 # pooch setproctitle 'setuptools>=77'` (torch is not among their dependencies); installed with
 # `pip install --no-index` when `import snakemake, hydra, mlflow, setproctitle` fails. The CIFAR-10 binary
 # archive at --archive (default: ../shared/data/cifar10/cifar-10-binary.tar.gz) with its MD5.
-# Not yet run on a GPU: the sizes below are chosen to fit about 8 minutes on one H100-class GPU
-# by estimate (lecture CNN epoch ~1-2 s, start-up ~1-2 s per warm job), not by measurement.
+# The sizes below are chosen to fit about 8 minutes on one H100-class GPU (docs/notes.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD

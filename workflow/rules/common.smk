@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from cnnlab.study.config import check_accelerator, fingerprint
@@ -17,7 +18,7 @@ from cnnlab.data.preprocess import check_prepared
 from cnnlab.tracking.redaction import redact
 from cnnlab.tracking.relocation import relocate_artifacts
 from cnnlab.report.registry import figures as report_figures
-from cnnlab.study.studies import AUTO_STUDY, auto_study, compose_config, load_study
+from cnnlab.study.studies import AUTO_STUDY, compose_config, load_study, resolve_auto_study
 from cnnlab.tracking.store import resolve_uri
 
 validate(config, "../schemas/config.schema.yaml")
@@ -33,16 +34,17 @@ CONF_DIR = REPO / "conf"
 CONF_DIR_PARAM = os.path.relpath(CONF_DIR)
 
 
-# Every job runs in the environment Snakemake runs in. This file imports cnnlab to read the
-# studies, so the workflow cannot even start outside that environment (environment.yml, or the
-# venv of the README). Hence no conda environment or container per rule, the one finding that
-# `snakemake --lint` reports and .ci/snakemake_lint.py allows. A per-rule environment would be a
-# second copy of the same packages, and an environment file cannot install this checkout
-# (Snakemake copies it under .snakemake/conda/ first); a named environment needs conda even to
-# record each job's metadata.
-#
-# Shell commands run `python`: the interpreter Snakemake runs on comes first on PATH, so an
-# un-activated virtual environment works too. Jobs on other machines (SLURM) get this PATH.
+# Every rule's software: the project's one environment file, relative to this folder as Snakemake
+# resolves it. With --use-conda Snakemake builds it under .snakemake/conda/ from a copy, so the
+# file cannot name this checkout; environment.post-deploy.sh installs it from CNNLAB_CHECKOUT.
+ENVIRONMENT = "../../environment.yml"
+os.environ.update(CNNLAB_CHECKOUT=str(REPO))
+USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+# Without --use-conda, shell commands run `python`: the interpreter Snakemake runs on comes first
+# on PATH, so an un-activated virtual environment works too. Jobs on other machines (SLURM) get
+# this PATH; with --use-conda the job's environment comes before it.
 envvars:
     "PATH",
 
@@ -74,14 +76,8 @@ def workflow_flag(key):
     raise WorkflowError(f"{key}={value!r} is not true or false; write --config {key}=true or {key}=false.")
 
 
-# study=auto: resolved once, by the first Snakemake of a run; the jobs it starts (locally or on a
-# cluster node, which may differ in GPUs) inherit the answer through the environment.
 if config["study"] == AUTO_STUDY:
-    if "CNNLAB_AUTO_STUDY" not in os.environ:
-        chosen, why = auto_study(count_local_gpus() if workflow.local_exec else None)
-        os.environ["CNNLAB_AUTO_STUDY"] = chosen
-        print(f"cnnlab: study=auto runs the {chosen} study: {why}.", file=sys.stderr)
-    config["study"] = os.environ["CNNLAB_AUTO_STUDY"]
+    config["study"] = resolve_auto_study(count_local_gpus)
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)

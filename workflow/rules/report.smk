@@ -28,6 +28,8 @@ rule build_report:
         claims=report(f"{REPORT_DIR}/claims.csv", caption="../report/claims.rst", category="Report"),
     log:
         "logs/{study}/build_report.log",
+    conda:
+        ENVIRONMENT
     # It runs alone, after every training job: its network evaluations (the shift and scale
     # tests) use two of the cores the training jobs have left (Snakemake caps this at --cores).
     threads: 2

@@ -7,6 +7,8 @@ rule init_tracking:
         info="results/{study}/tracking.json",
     log:
         "logs/{study}/init_tracking.log",
+    conda:
+        ENVIRONMENT
     params:
         store=TRACKING_STORE,  # without credentials; the job reads the URI from the environment
         artifact_root="results/mlartifacts/{study}",

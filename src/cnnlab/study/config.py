@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import UserError
+from cnnlab.padding import PADDING_MODES
 
 
 @dataclass
@@ -32,14 +33,13 @@ class DataConfig:
     arrays: str = "results/data/cifar10.npz"
     normalize: str = "unit"  # unit: pixels / 255; zscore: per-channel (x - mean) / std of the training split
     train_images: int = 0  # use only the first N shuffled training images per epoch (0 = all)
-    device_resident: bool = True  # keep the whole data set on the training device
     train_probe_images: int = 2000  # training images scored in eval mode each epoch (train/validation gap)
 
 
 @dataclass
 class AugmentConfig:
     translate: int = 0  # largest random shift in pixels, each axis (0 = off)
-    padding_mode: str = "zeros"  # what fills the border a shift uncovers: zeros, replicate, circular
+    padding_mode: str = "zeros"  # what fills the border a shift uncovers: one of cnnlab.padding.PADDING_MODES
     flip: bool = False  # random horizontal flip
     cutout: int = 0  # side of a random square set to zero (0 = off)
 
@@ -89,7 +89,6 @@ class TrackingConfig:
     enabled: bool = True
     uri: str = ""  # empty: MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db
     experiment: str = ""  # empty: the study's name
-    log_checkpoint: bool = True
     timeout_s: int = 20  # how long an unreachable tracking server may stall a job
     retry_s: int = 120  # how long a failing store (locked, down, full) is retried before the job fails, s
     # Seconds between samples of CPU, memory and GPU use (MLflow's system metrics); 0: none.
@@ -115,7 +114,7 @@ class RunConfig:
 # Settings whose value must be one of a few words; checked after composition.
 CHOICES = {
     "data.normalize": ("unit", "zscore"),
-    "augment.padding_mode": ("zeros", "replicate", "circular"),
+    "augment.padding_mode": PADDING_MODES,
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"),
     "trainer.channels_last": ("auto", "true", "false"),
     "trainer.if_loss_diverges": ("fail", "record"),

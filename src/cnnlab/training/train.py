@@ -233,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = typed
         if argv is None:
             # The program ends next. Freezing the heap (millions of objects from torch, Lightning,
-            # MLflow) spares the interpreter's garbage collections at exit: 3-4 s per job before,
-            # 0.4-0.6 s after (a tiny job, measured under load). Not for callers that pass argv
-            # (tests, other code): their process goes on and should collect its garbage.
+            # MLflow) spares the interpreter's garbage collections at exit (docs/notes.md). Not for
+            # callers that pass argv (tests, other code): their process goes on and should collect.
             gc.freeze()
     return 0
 

@@ -193,7 +193,7 @@ def with_retry(fn, *args, wait_s: float | None = None, doing: str = "", uri: str
     """Call fn, retrying while the store fails (locked, unreachable, full) for up to wait_s seconds.
 
     Pauses grow from 0.25 s to 8 s. What the store refuses (a bad request) is raised as it is; a
-    store still failing after wait_s raises StoreError, one sentence without credentials.
+    store still failing after wait_s raises StoreError, one sentence.
     """
     wait_s = RETRY_S if wait_s is None else wait_s
     start = time.monotonic()

@@ -15,11 +15,9 @@ from cnnlab.study.config import check_accelerator, fingerprint
 from cnnlab.errors import UserError
 from cnnlab.training.gpu import listed_gpus, set_jobs_per_gpu
 from cnnlab.data.preprocess import check_prepared
-from cnnlab.tracking.redaction import redact
-from cnnlab.tracking.relocation import relocate_artifacts
 from cnnlab.report.registry import figures as report_figures
 from cnnlab.study.studies import AUTO_STUDY, compose_config, load_study, resolve_auto_study
-from cnnlab.tracking.store import resolve_uri
+from cnnlab.tracking.uri import store_uri
 
 validate(config, "../schemas/config.schema.yaml")
 if config["val_size"] >= config["train_records"]:
@@ -101,14 +99,15 @@ except UserError as e:
     raise WorkflowError(f"{e} (study file conf/study/{config['study']}.yaml)") from None
 
 # The store: MLFLOW_TRACKING_URI, else tracking_uri, else results/mlflow.db (relative: it moves with
-# the folder). Jobs read it from the environment, never from params or a command line, since it may
-# carry a password; TRACKING_STORE, without credentials, is what a rule may show.
-TRACKING_URI = resolve_uri(config["tracking_uri"])
+# the folder). A user name and password inside the URI are moved here, once, into MLflow's own
+# variables (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), so the URI a rule, job, log or
+# run holds has none. Jobs read both from the environment they inherit.
+try:
+    TRACKING_URI = store_uri(config["tracking_uri"], "tracking_uri")
+except UserError as e:
+    raise WorkflowError(str(e)) from None
 # Set for the jobs, not read: `envvars:` would demand it before the workflow starts.
 os.environ.update(MLFLOW_TRACKING_URI=TRACKING_URI)
-TRACKING_STORE = redact(TRACKING_URI)
-if TRACKING_URI.startswith("sqlite:///"):
-    relocate_artifacts(TRACKING_URI.removeprefix("sqlite:///"))
 
 
 # One thread per CPU training job, as many jobs as cores (docs/benchmarks.md, CPU settings).
@@ -200,9 +199,18 @@ def close_abandoned_runs():
     except Exception as e:  # the store may be what failed: a warning, never a second error
         from cnnlab.tracking.store import first_line
 
-        print(
-            f"cnnlab: warning: could not close abandoned MLflow runs ({first_line(e, TRACKING_URI)})", file=sys.stderr
-        )
+        print(f"cnnlab: warning: could not close abandoned MLflow runs ({first_line(e)})", file=sys.stderr)
+
+
+def follow_moved_project_folder():
+    """A moved project folder: the SQLite store's artifact locations point into it again
+    (cnnlab.tracking.relocation). Once, as the workflow starts; a dry run changes nothing."""
+    from cnnlab.tracking.relocation import relocate_artifacts
+    from cnnlab.tracking.store import sqlite_file
+
+    db = sqlite_file(TRACKING_URI)
+    if db is not None:
+        relocate_artifacts(db)
 
 
 def pending_training_jobs():

@@ -34,7 +34,7 @@ rule build_report:
     # tests) use two of the cores the training jobs have left (Snakemake caps this at --cores).
     threads: 2
     params:
-        store=TRACKING_STORE,  # without credentials; the job reads the URI from the environment
+        store=TRACKING_URI,  # the job reads it from the environment (MLFLOW_TRACKING_URI)
         conf_dir=CONF_DIR_PARAM,
     script:
         "../scripts/build_report.py"

@@ -230,6 +230,21 @@ def check_accelerator(cfg: DictConfig, gpus: int) -> None:
         )
 
 
+def _check_no_credentials(uri: str) -> None:
+    """A config file is copied into every run's folder and MLflow run: it must not hold a password.
+
+    (cnnlab-train moves the credentials of a tracking.uri on its command line into MLflow's variables.)
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.password is not None or (parts.scheme in ("http", "https") and "@" in parts.netloc):
+        raise UserError(
+            "tracking.uri in a config file names a user or password; set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD instead and leave them out of the URI."
+        )
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Check every setting that composition cannot; raise UserError naming a bad one."""
     from cnnlab.models import check_model_config
@@ -257,6 +272,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         _check_range(key, OmegaConf.select(merged, key))
     for key in FRACTION_OR_COUNT:
         _check_fraction_or_count(key, OmegaConf.select(merged, key))
+    _check_no_credentials(merged.tracking.uri)
     check_model_config(merged.model)
     check_optimization(merged)
     OmegaConf.set_readonly(merged, True)

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 import hydra
 import numpy as np
@@ -34,8 +35,8 @@ from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.process_start import seconds_since_job_start
 from cnnlab.study.config import check_accelerator, fingerprint, validate
 from cnnlab.study.studies import CONF_DIR, apply_tuned_rate, register_schema
-from cnnlab.tracking import store as tracking
-from cnnlab.tracking.redaction import redact_logs, redact_text, redacted_traceback
+from cnnlab.tracking.store import quiet_mlflow
+from cnnlab.tracking.uri import move_environment_credentials
 from cnnlab.training import command_line
 from cnnlab.training.artifacts import write_run_artifacts
 from cnnlab.training.gpu import pin_to_free_gpu
@@ -170,38 +171,22 @@ def _failure(error: BaseException) -> tuple[int, str] | None:
 def _exit_on_failure(error: BaseException, bug_traceback: bool = False) -> None:
     failure = _failure(error)
     if failure is None:
-        if bug_traceback:  # Hydra's own would print it with any credentials in it
-            print(redacted_traceback(error), file=sys.stderr)
+        if bug_traceback:  # the whole of it: Hydra's own handler would shorten it
+            traceback.print_exception(error, file=sys.stderr)
             raise SystemExit(1) from None
         return
-    print(f"cnnlab-train: error: {redact_text(failure[1])}", file=sys.stderr)
+    print(f"cnnlab-train: error: {failure[1]}", file=sys.stderr)
     raise SystemExit(failure[0]) from None  # past Hydra's handler, which would print a traceback
 
 
-_COMMAND_LINE: list[str] = []  # as typed: Lightning's DDP re-launches this command for each process
-
-
-def _redact_hydra_record(hydra_cfg) -> None:
-    """Hydra saves the overrides and composed config (tracking URI included) in `.hydra/` before
-    the job starts: rewrite them without credentials, as every other file of the run folder is."""
-    if not hydra_cfg.output_subdir:
-        return
-    record = os.path.join(hydra_cfg.runtime.output_dir, hydra_cfg.output_subdir)
-    for name in sorted(os.listdir(record)) if os.path.isdir(record) else ():
-        path = os.path.join(record, name)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        redacted = redact_text(text)
-        if redacted != text:
-            write_text(path, redacted)
+# As typed, credentials moved out: Lightning's DDP re-launches this command for each process.
+_COMMAND_LINE: list[str] = []
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def run_job(cfg: DictConfig) -> float | None:
     """One job of `cnnlab-train`: Hydra's config, checked, trained; returns the test accuracy."""
-    redact_logs()  # Hydra has set up logging by now
     hydra_cfg = HydraConfig.get()
-    _redact_hydra_record(hydra_cfg)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         with open_dict(cfg):
             cfg.run.dir = os.path.join(hydra_cfg.sweep.dir, hydra_cfg.sweep.subdir)
@@ -221,10 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet_lightning()
     register_schema()
     typed = list(sys.argv) if argv is None else [sys.argv[0], *argv]
-    _COMMAND_LINE[:] = typed
     try:
-        with tracking.quiet_mlflow():
-            sys.argv = [typed[0], *command_line.prepare(typed[1:])]
+        # Where the command starts, once: a URI's credentials go into MLflow's variables, so no
+        # config, Hydra record, run folder or re-launched command line holds them.
+        move_environment_credentials()
+        _COMMAND_LINE[:] = [typed[0], *command_line.without_credentials(typed[1:])]
+        with quiet_mlflow():
+            sys.argv = [_COMMAND_LINE[0], *command_line.prepare(_COMMAND_LINE[1:])]
             run_job()
     except Exception as e:
         _exit_on_failure(e)

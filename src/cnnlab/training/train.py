@@ -60,7 +60,7 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     check_prepared(cfg.data.arrays)
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
-    gpu_lock = pin_to_free_gpu() if cfg.trainer.accelerator in ("auto", "gpu", "cuda") else None  # noqa: F841
+    gpu_lock = pin_to_free_gpu() if _runs_on_one_gpu(cfg) else None  # noqa: F841
     run_dir = RunDir(cfg.run.dir)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(cfg)
@@ -156,6 +156,14 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     run_dir.save_result(result)
     log.info("%s seed %s: test/acc %.4f", cfg.run.variant, cfg.seed, result["test_acc"])
     return result
+
+
+def _runs_on_one_gpu(cfg: DictConfig) -> bool:
+    """Whether this process should take a GPU slot: a run on one device may. A DDP run (devices > 1)
+    needs every GPU it was given, and its ranks that Lightning relaunches (LOCAL_RANK set) inherit
+    rank zero's GPUs."""
+    return (cfg.trainer.accelerator in ("auto", "gpu", "cuda") and cfg.trainer.devices == 1
+            and "LOCAL_RANK" not in os.environ)
 
 
 def _failure(error: BaseException) -> tuple[int, str] | None:

@@ -91,11 +91,13 @@ def block(data: dict) -> str:
         if val is not None and (arch not in best or val > best[arch][1]):
             best[arch] = (v["variant"], val)
     chosen = {name for name, _ in best.values()}
+    # A record without validation accuracies bolds nothing: "best" is never chosen on test accuracy.
+    bold = "; in bold the best of each architecture, chosen on validation accuracy" if chosen else ""
     lines = [
-        f"The `{data['study']}` study, data to report, on a {data['machine']} (commit {data['commit']}, "
+        f"The `{data['study']}` study, data to report, on {data['machine']} (commit {data['commit']}, "
         f"{data['date']}): **{_minutes(data['wall_seconds'])}**, with `{data['command']}`. "
-        "Test accuracy in %, mean ± standard deviation over the seeds; in bold the best of each "
-        "architecture, chosen on validation accuracy; gap: train − validation accuracy in points.",
+        f"Test accuracy in %, mean ± standard deviation over the seeds{bold}; "
+        "gap: train − validation accuracy in points.",
         "",
         "| variant | adds | regime | seeds | parameters | test accuracy | gap |",
         "|---|---|---|---|---|---|---|",

@@ -148,7 +148,7 @@ def params_figure(table: pd.DataFrame):
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-    ax.set_title("Problema 1: parameters against accuracy")
+    ax.set_title("Problema 1: high dimensionality")
     ax.grid(alpha=0.3, which="both")
     if ax.lines:
         ax.legend()

@@ -9,7 +9,7 @@ from cnnlab.report.registry import Unavailable, figure, section
 SIGNAL = [5, 7, 3, 6, 5, 4, 6, 5]  # the lecture's 1-D example
 
 
-@section("convolutions", "Filtros e convoluções", order=80)
+@section("convolutions", "Filtros e convoluções: filters and convolutions", order=80)
 def render(ctx) -> list[str]:
     shapes = [
         {

@@ -38,7 +38,7 @@ def render(ctx) -> list[str]:
     "params_vs_accuracy",
     "Parameters vs accuracy",
     section="dimensionality",
-    caption="""Problema 1 (high dimensionality): trainable parameters (log scale) against test accuracy
+    caption="""Problema 1: high dimensionality. Trainable parameters (log scale) against test accuracy
     for every variant.""",
 )
 def draw(ctx):

@@ -145,7 +145,7 @@ def _at(table, transform: str, mode: str, amount: float) -> float:
     "sensitivity",
     "Sensitivity to position and scale",
     section="position_scale",
-    caption="""Problema 2 (position and scale): accuracy kept (share of each network's accuracy on the
+    caption="""Problema 2: sensitivity to position and scale. Accuracy kept (share of each network's accuracy on the
     untouched test images, mean over seeds) as the images are shifted by 0 to 8 pixels (zeros,
     replicate or circular padding) and rescaled from 0.75x to 1.25x about their centre; networks
     trained without shift augmentation.""",

@@ -155,7 +155,7 @@ def variant_fingerprint(wildcards):
 def study_results(wildcards):
     """Every training result of the study: one per (variant, seed)."""
     study = STUDIES[wildcards.study]
-    return expand(RUN_RESULT, study=study.name, variant=list(study.variants), seed=study.seeds)
+    return [RUN_RESULT.format(study=study.name, variant=v, seed=s) for v, s in study.jobs()]
 
 
 def learning_rates(wildcards):

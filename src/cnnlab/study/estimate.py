@@ -108,8 +108,7 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
         for name in smaller:
             study = load_study(name, conf_dir)
             names = [name, *([study.tune_lr] if study.tune_lr else [])]
-            all_jobs = [Job(s, v, compose(s, v)) for s in names for v in load_study(s, conf_dir).variants
-                        for _ in load_study(s, conf_dir).seeds]
+            all_jobs = [Job(s, v, compose(s, v)) for s in names for v, _ in load_study(s, conf_dir).jobs()]
             seconds = estimate(all_jobs, slots, device, n_train, n_eval)["seconds"]
             options.append(f"--config study={name} (about {duration(seconds)})")
         say(f"cnnlab: that is more than {LONG_ON_CPU_S // 3600} hours without a GPU; for results on this machine "

@@ -3,6 +3,7 @@ the regimes of a study file, their seeds and budgets, and the promise the report
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -117,3 +118,15 @@ def test_no_study_description_promises_what_no_check_backs():
     # report checks against the runs (test above); no description makes it unchecked.
     for name in ("lecture", "cpu", "quick"):
         assert "long enough" not in load_study(name).description.lower()
+
+
+def test_the_limited_regime_keeps_its_own_rates_whatever_the_sweep_chose(conf, tmp_path):
+    rates = tmp_path / "rates.json"
+    rates.write_text(json.dumps({family: {"setting": "optimizer.lr", "value": value, "optimizer": "torch.optim.SGD",
+                                          "variant": f"{family}_baseline", "candidates": {}}
+                                 for family, value in (("mlp", 0.1), ("cnn", 0.3))}))
+    variants = ("mlp_baseline", "cnn_zscore", "mlp_limited_baseline", "mlp_l1", "cnn_limited_baseline", "cnn_augment")
+    lr = {v: compose_config([f"run.learning_rates={rates}"], study="cpu", variant=v, conf_dir=conf).optimizer.lr
+          for v in variants}
+    assert lr == {"mlp_baseline": 0.1, "cnn_zscore": 0.3, "mlp_limited_baseline": 0.03, "mlp_l1": 0.03,
+                  "cnn_limited_baseline": 0.1, "cnn_augment": 0.1}

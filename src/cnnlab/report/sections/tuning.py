@@ -71,7 +71,8 @@ def render(ctx) -> list[str]:
             "the best validation accuracy (mean over the sweep's seeds) is the rate of every variant of the family "
             "that uses the same optimizer (the variants with their own optimizer, such as Adam, keep their own "
             f"rate). Rates within {study.sweep_tie_points:g} points of the best are a tie, which goes to the "
-            "smallest tied rate (the first the sweep lists). The test split plays no part in the choice.",
+            "first the sweep lists (it lists its rates from the smallest, the safer side). The test split plays "
+            "no part in the choice.",
             "note",
         ),
         html.table(rows, text_columns=tuple(rows[0]) if rows else ()),
@@ -87,7 +88,7 @@ def how_clear(entry: dict, tie_points: float) -> str:
         return "the only value that finished"
     if len(tied) > 1:
         return (f"a tie: {', '.join(map(str, tied))} within {tie_points:g} points of the best "
-                f"({entry['best']}); broken toward the smallest, {entry['value']}")
+                f"({entry['best']}); broken toward the first listed, {entry['value']}")
     return f"ahead of the next by {lead:.1f} points (a tie would be within {tie_points:g})"
 
 

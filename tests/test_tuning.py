@@ -138,6 +138,10 @@ def test_the_estimate_adds_epochs_over_measured_throughput_and_splits_the_jobs_o
     cfg = compose_config(["trainer.max_epochs=4", "data.train_probe_images=1000"], conf_dir=conf)
     # 4 epochs x (45,000 trained + (5,000 + 1,000) / 3 evaluated) images at 1,000 images/s, plus the allowance.
     assert estimate.job_seconds(cfg, 1000.0, 45000, 5000) == pytest.approx(4 * 47.0 + estimate.JOB_OVERHEAD_S)
+    # A limited regime's job: 4 x (5,000 + (5,000 + 1,000) / 3) images.
+    limited = compose_config(["trainer.max_epochs=4", "data.train_probe_images=1000", "data.train_subset=5000"],
+                             conf_dir=conf)
+    assert estimate.job_seconds(limited, 1000.0, 45000, 5000) == pytest.approx(4 * 7.0 + estimate.JOB_OVERHEAD_S)
     assert estimate.images_per_second(cfg, estimate.torch.device("cpu"), steps=2) > 0
     jobs = [estimate.Job("s", f"v{i}", cfg) for i in range(4)]
     one, two = (estimate.estimate(jobs, slots, estimate.torch.device("cpu"), 45000, 5000) for slots in (1, 2))

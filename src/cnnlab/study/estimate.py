@@ -55,6 +55,7 @@ def images_per_second(cfg, device: torch.device, steps: int = 3) -> float:
 
 def job_seconds(cfg, rate: float, n_train: int, n_eval: int) -> float:
     epochs = cfg.trainer.max_epochs
+    n_train = min(cfg.data.train_subset or n_train, n_train)  # a data-limited regime trains on its subset
     per_epoch = min(cfg.data.train_images or n_train, n_train)
     probe = min(cfg.data.train_probe_images, n_train)
     return epochs * (per_epoch + EVAL_COST * (n_eval + probe)) / rate + JOB_OVERHEAD_S

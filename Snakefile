@@ -30,13 +30,15 @@ rule all:
 
 
 onstart:
-    # Before any job: runs left RUNNING by a workflow that was killed outright are closed; the warm
-    # process the training jobs fork from starts; then how many training jobs, and for about how
-    # long on this machine.
+    # Before any job: the store follows a moved project folder; runs left RUNNING by a workflow
+    # that was killed outright are closed; the warm process the training jobs fork from starts
+    # (under --use-conda the first job starts it, in the jobs' interpreter); then how many training
+    # jobs, and for about how long on this machine.
+    follow_moved_project_folder()
     close_abandoned_runs()
     if workflow.local_exec:
         pending = pending_training_jobs()
-        if pending and config["warm_start"]:
+        if pending and WARM_START and not USES_CONDA:
             start_warm_process()
         announce_training_jobs(pending)
 

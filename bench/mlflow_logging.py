@@ -75,7 +75,7 @@ def one_job(arrays: Path, study: str, variant: str, warm: bool, train_s: float, 
     time.sleep(train_s)  # training would run here, with the monitor sampling
 
     start = time.perf_counter()
-    run._stop_monitor()
+    run._stop_system_metrics()
     stop_s = time.perf_counter() - start
     start = time.perf_counter()
     run.log_model(run_dir.checkpoints / "best.ckpt")

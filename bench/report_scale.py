@@ -3,8 +3,7 @@
 Writes a SQLite MLflow store of variants x seeds finished training runs (30 epochs of per-epoch
 metrics each, final metrics, the tags training sets; no artifacts, so the checkpoint figures are
 placeholders), a study file naming them, and a small test set; then builds the report and prints
-the time. The store is made once per folder and reused (--workdir).
-Measured: 1,000 runs in 12-20 s (2-core AMD EPYC VM shared with other jobs, no GPU; docs/benchmarks.md).
+the time. The store is made once per folder and reused (--workdir). Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -49,9 +49,11 @@ def tiny_prepared(folder: Path, n_per_batch: int = 100, val_size: int = 100) -> 
 
 
 def copy_workflow(dest: Path, studies: dict[str, str] | None = None) -> Path:
-    """The Snakefile, workflow/, profiles/ and conf/ copied to dest, plus extra study files {name: yaml}."""
+    """The Snakefile, the environment files, workflow/, profiles/ and conf/ copied to dest, plus extra
+    study files {name: yaml}."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    for name in ("Snakefile", "environment.yml", "environment.post-deploy.sh"):
+        shutil.copy(REPO / name, dest / name)
     for folder in ("workflow", "profiles", "conf"):
         shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name, text in (studies or {}).items():

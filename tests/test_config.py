@@ -143,3 +143,60 @@ def test_a_bare_true_or_false_is_read_as_the_word():
     # Hydra reads `trainer.channels_last=true` as a boolean; the setting takes the words.
     assert compose_config(["trainer.channels_last=true"]).trainer.channels_last == "true"
     assert compose_config(["trainer.channels_last=false"]).trainer.channels_last == "false"
+
+
+def _names_read_in(files) -> set[str]:
+    """Every attribute name and string constant in the given Python files: how code reads a key
+    (`cfg.trainer.threads`, `cfg["threads"]`, `OmegaConf.select(cfg, "trainer.threads")`)."""
+    import ast
+
+    names: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute):
+                names.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.update({node.value, node.value.rsplit(".", 1)[-1]})
+    return names
+
+
+def _leaf_keys(node, prefix: str = "") -> list[str]:
+    """The leaf keys of a config; a `_target_` node's keys are its class's arguments, checked
+    against the class itself (cnnlab.targets), so it counts as one leaf."""
+    from omegaconf import DictConfig
+
+    keys = []
+    for key in node:
+        child = node[key]
+        if isinstance(child, DictConfig) and "_target_" not in child:
+            keys += _leaf_keys(child, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def test_every_setting_of_a_run_is_read_by_the_code():
+    """A key of the composed config that no module reads is a dead setting: a user who sets it
+    changes nothing. The schema's own module (which only declares and checks keys) does not count."""
+    schema_module = REPO / "src" / "cnnlab" / "study" / "config.py"
+    read = _names_read_in(p for p in (REPO / "src").rglob("*.py") if p != schema_module)
+    cfg = compose_config()
+    leaves = _leaf_keys(cfg)
+    assert "trainer.flush_denormal" in leaves and "model" in leaves  # the walk reaches both kinds
+    dead = [k for k in leaves if k.rsplit(".", 1)[-1] not in read]
+    assert not dead, f"settings no code reads (remove them, or use them): {dead}"
+
+
+def test_every_workflow_setting_is_read_by_the_workflow():
+    """Each key of workflow/config.yaml is read by the Snakefile or a rule file, and the schema
+    that validates it describes exactly those keys."""
+    import re
+
+    import yaml
+
+    config = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert set(schema["properties"]) == set(config) == set(schema["required"])
+    text = "\n".join(p.read_text() for p in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")])
+    read = set(re.findall(r"""["'](\w+)["']""", text))  # config["key"], or a key in a list of them
+    assert set(config) - read == set(), f"workflow settings no rule reads: {sorted(set(config) - read)}"

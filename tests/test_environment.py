@@ -8,6 +8,7 @@ tests/data/conda_channels.yaml, a record naming the page or recipe each fact was
 
 import ast
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tomllib
 import zipfile
 
+import pytest
 import yaml
 
 from tests.helpers import REPO
@@ -77,8 +79,9 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     assert conda.pop("python") == PROJECT["requires-python"]
     assert conda.pop("pip") == ""
     assert conda == wanted
-    pip_part = [d["pip"] for d in ENV["dependencies"] if isinstance(d, dict)]
-    assert pip_part == [["-e ."]]  # the package itself, its dependencies already satisfied by conda
+    # No pip part: Snakemake builds the environment from a copy, where a path to the checkout
+    # would point elsewhere; environment.post-deploy.sh installs the package itself.
+    assert all(isinstance(d, str) for d in ENV["dependencies"])
 
 
 def test_environment_yml_uses_the_channel_order_bioconda_asks_for():
@@ -178,3 +181,33 @@ def test_the_wheel_holds_the_package_its_version_and_license(tmp_path):
     assert headers["License-Expression"] == "MIT"
     assert headers["License-File"] == "LICENSE"
     assert license_text == (REPO / "LICENSE").read_text()
+
+
+@pytest.mark.slow
+def test_the_post_deploy_script_installs_this_checkout_into_the_new_environment(tmp_path):
+    """What `snakemake --use-conda` does after building environment.yml: it runs the script from a
+    copy under .snakemake/conda/, inside the new environment, with the workflow's environment
+    variables; the jobs' interpreter then imports this checkout's cnnlab. A virtual environment
+    stands in for the conda one (no conda solver runs here)."""
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    copy = tmp_path / ".snakemake" / "conda" / "0123abcd.post-deploy.sh"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(REPO / "environment.post-deploy.sh", copy)
+    activated = {**os.environ, "PATH": f"{env / 'bin'}{os.pathsep}{os.environ['PATH']}", "CNNLAB_CHECKOUT": str(REPO)}
+    activated.pop("PYTHONPATH", None)
+    proc = subprocess.run(["bash", str(copy)], cwd=tmp_path, env=activated, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    where = subprocess.run([str(env / "bin" / "python"), "-c", "import cnnlab; print(cnnlab.__file__)"],
+                           cwd=tmp_path, env=activated, capture_output=True, text=True)
+    assert where.stdout.strip() == str(REPO / "src" / "cnnlab" / "__init__.py"), where.stderr
+
+
+def test_the_post_deploy_script_says_what_it_needs_without_the_workflow(tmp_path):
+    """Run outside the workflow (CNNLAB_CHECKOUT unset), it stops with one sentence and installs nothing."""
+    env = {k: v for k, v in os.environ.items() if k != "CNNLAB_CHECKOUT"}
+    proc = subprocess.run(["bash", str(REPO / "environment.post-deploy.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "CNNLAB_CHECKOUT" in proc.stderr and "workflow/rules/common.smk" in proc.stderr

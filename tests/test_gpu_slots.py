@@ -132,3 +132,55 @@ def test_the_workflow_hands_jobs_per_gpu_to_its_jobs_and_reads_the_gpu_list(monk
     assert listed_gpus() == ["2", "GPU-5f2a"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert listed_gpus() is None
+
+
+def test_gpus_are_counted_without_starting_cuda_so_that_the_pin_holds(tmp_path, monkeypatch):
+    """CUDA_VISIBLE_DEVICES unset on a machine with four GPUs: the job is pinned to one of them
+    before anything starts CUDA (once its driver starts, it ignores a later CUDA_VISIBLE_DEVICES)."""
+    import pynvml
+    import torch
+
+    from cnnlab.training.gpu import pin_to_free_gpu
+
+    started_with = []  # CUDA_VISIBLE_DEVICES as it was each time something would start CUDA
+
+    def starts_cuda(*args, **kwargs):
+        started_with.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return True
+
+    monkeypatch.setattr(torch.cuda, "is_available", starts_cuda)
+    monkeypatch.setattr(torch.cuda, "init", starts_cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: starts_cuda() and 4)
+    # A stand-in NVIDIA driver with four GPUs: there is no GPU here.
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 4)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    for name in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "CNNLAB_JOBS_PER_GPU"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CNNLAB_GPU_LOCK_DIR", str(tmp_path))
+    locks = [pin_to_free_gpu()]
+    pinned = [os.environ["CUDA_VISIBLE_DEVICES"]]
+    try:
+        for _ in range(3):  # the next jobs, each started with the variable unset
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+            locks.append(pin_to_free_gpu())
+            pinned.append(os.environ["CUDA_VISIBLE_DEVICES"])
+        assert started_with == []
+        assert sorted(pinned) == ["0", "1", "2", "3"]
+    finally:
+        for lock in locks:
+            if lock is not None:
+                lock.release()
+
+
+def test_the_driver_s_gpu_count_matches_nvidia_smi():
+    """The real NVML: as many GPUs as `nvidia-smi -L` lists, and none (no error) without a driver."""
+    import shutil
+
+    from cnnlab.training.gpu import nvml_gpu_count
+
+    listed = 0
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+        listed = sum(line.startswith("GPU ") for line in out.splitlines())
+    assert nvml_gpu_count() == listed

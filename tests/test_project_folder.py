@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from cnnlab.data.download import fetch_archive
-from tests.helpers import SNAKEMAKE, copy_workflow, read_json, run
+from tests.helpers import PYTHON, SNAKEMAKE, copy_workflow, read_json, run
 from tests.tiny_cifar import write_tiny_archive
 
 TINY = ["train_records=500", "test_records=100", "val_size=100"]
@@ -158,6 +158,13 @@ def _store_with_an_artifact(folder: Path) -> tuple[str, str]:
     return experiment, run_id
 
 
+def _follow_the_move(project: Path) -> str:
+    """What a user runs after moving a project folder by hand (the workflow does it as it starts)."""
+    proc = run([PYTHON, "-m", "cnnlab.tracking.relocation", "results/mlflow.db"], cwd=project)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 @pytest.mark.parametrize("name", ["moved", "moved with space ü $x"])
 def test_the_store_s_artifacts_follow_a_moved_folder(tmp_path, name):
     from cnnlab.tracking.store import connect
@@ -165,6 +172,7 @@ def test_the_store_s_artifacts_follow_a_moved_folder(tmp_path, name):
     experiment, run_id = _store_with_an_artifact(tmp_path / "project")
     new = tmp_path / name
     shutil.move(tmp_path / "project", new)
+    assert _follow_the_move(new).startswith("2 artifact locations changed")  # the experiment and its run
     client = connect(f"sqlite:///{new / 'results' / 'mlflow.db'}")
     root = (new / "results" / "mlartifacts").as_uri()
     assert client.get_experiment(experiment).artifact_location.startswith(root)
@@ -179,5 +187,6 @@ def test_a_copy_beside_the_original_folder_keeps_its_store_as_it_is(tmp_path):
 
     experiment, run_id = _store_with_an_artifact(tmp_path / "project")
     shutil.copytree(tmp_path / "project", tmp_path / "copy")
+    assert _follow_the_move(tmp_path / "copy").startswith("0 artifact locations changed")
     client = connect(f"sqlite:///{tmp_path / 'copy' / 'results' / 'mlflow.db'}")
     assert client.get_run(run_id).info.artifact_uri.startswith((tmp_path / "project").as_uri())

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from cnnlab.data.augment import PADDING_MODES
+from cnnlab.padding import PADDING_MODES
 from cnnlab.report.networks import TrainedNet
 from cnnlab.report.sections.claims import less_sensitive
 from cnnlab.report.sections.position_scale import relative_drops, summary_sentences

@@ -297,30 +297,6 @@ def test_the_gpu_settings_take_effect_in_training_on_the_cpu(tmp_path, arrays, m
     assert result["test_acc"] > 0.1  # ten classes: above chance after two epochs
 
 
-def test_direct_penalty_gradients_train_as_autograd_did_and_step_aside_when_gradients_accumulate(
-        tmp_path, arrays, monkeypatch):
-    calls = []
-    add = cnnlab.optim.regularization.DirectPenalties.add_gradients
-    monkeypatch.setattr(cnnlab.optim.regularization.DirectPenalties, "add_gradients",
-                        lambda self: (calls.append(1), add(self))[1])
-    overrides = ("regularization=l1_l2", "optimizer=adam", "trainer.max_epochs=2")
-    direct = run_config(tmp_path, arrays, "direct", *overrides)
-    ran = train(direct)
-    assert len(calls) == 2 * STEPS_PER_EPOCH
-    with monkeypatch.context() as m:
-        m.setattr(cnnlab.optim.regularization.DirectPenalties, "applies", staticmethod(lambda *a: False))
-        by_autograd = run_config(tmp_path, arrays, "autograd", *overrides)
-        ran_autograd = train(by_autograd)
-    assert len(calls) == 2 * STEPS_PER_EPOCH
-    ours, theirs = trained_weights(direct), trained_weights(by_autograd)
-    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
-    for name in ("train/l1_penalty", "train/l2_penalty", "train/loss", "val/acc"):
-        assert history(tmp_path, ran, name) == history(tmp_path, ran_autograd, name), name
-    # Accumulated over two batches, the gradients are autograd's again.
-    train(run_config(tmp_path, arrays, "accumulated", *overrides, "trainer.accumulate_grad_batches=2"))
-    assert len(calls) == 2 * STEPS_PER_EPOCH
-
-
 def denormal_survives() -> bool:
     """Whether this thread's CPU keeps a denormal float (1e-39) through a multiplication."""
     return float(torch.tensor([1e-39]) * 1.0) != 0.0

@@ -49,8 +49,8 @@ def filter_grid(images: torch.Tensor) -> np.ndarray:
 def filter_mosaic(images: np.ndarray, cols: int, gap: int = 2) -> np.ndarray:
     """Filter images (n, H, W, 3) tiled into one image, cols to a row, white between them.
 
-    One image in one Axes: a grid of one Axes per filter took matplotlib about 50 ms per filter,
-    most of each run's after-training time for a network with many first-layer filters."""
+    One image in one Axes: matplotlib's cost grows with the number of Axes, and one Axes per
+    filter made this most of a run's after-training time (docs/notes.md)."""
     n, h, w, c = images.shape
     rows = int(np.ceil(n / cols))
     mosaic = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, c), dtype=np.float32)

@@ -8,17 +8,16 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from cnnlab.study.config import check_accelerator, fingerprint
 from cnnlab.errors import UserError
 from cnnlab.training.gpu import listed_gpus, set_jobs_per_gpu
 from cnnlab.data.preprocess import check_prepared
-from cnnlab.tracking.redaction import redact
-from cnnlab.tracking.relocation import relocate_artifacts
 from cnnlab.report.registry import figures as report_figures
-from cnnlab.study.studies import compose_config, load_study
-from cnnlab.tracking.store import resolve_uri
+from cnnlab.study.studies import AUTO_STUDY, compose_config, load_study, resolve_auto_study
+from cnnlab.tracking.uri import store_uri
 
 validate(config, "../schemas/config.schema.yaml")
 if config["val_size"] >= config["train_records"]:
@@ -33,21 +32,50 @@ CONF_DIR = REPO / "conf"
 CONF_DIR_PARAM = os.path.relpath(CONF_DIR)
 
 
-# Every job runs in the environment Snakemake runs in. This file imports cnnlab to read the
-# studies, so the workflow cannot even start outside that environment (environment.yml, or the
-# venv of the README). Hence no conda environment or container per rule, the one finding that
-# `snakemake --lint` reports and .ci/snakemake_lint.py allows. A per-rule environment would be a
-# second copy of the same packages, and an environment file cannot install this checkout
-# (Snakemake copies it under .snakemake/conda/ first); a named environment needs conda even to
-# record each job's metadata.
-#
-# Shell commands run `python`: the interpreter Snakemake runs on comes first on PATH, so an
-# un-activated virtual environment works too. Jobs on other machines (SLURM) get this PATH.
+# Every rule's software: the project's one environment file, relative to this folder as Snakemake
+# resolves it. With --use-conda Snakemake builds it under .snakemake/conda/ from a copy, so the
+# file cannot name this checkout; environment.post-deploy.sh installs it from CNNLAB_CHECKOUT.
+ENVIRONMENT = "../../environment.yml"
+os.environ.update(CNNLAB_CHECKOUT=str(REPO))
+USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+# Without --use-conda, shell commands run `python`: the interpreter Snakemake runs on comes first
+# on PATH, so an un-activated virtual environment works too. Jobs on other machines (SLURM) get
+# this PATH; with --use-conda the job's environment comes before it.
 envvars:
     "PATH",
 
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
+def count_local_gpus() -> int:
+    """GPUs this machine lets jobs use: CUDA_VISIBLE_DEVICES's list when set, else nvidia-smi's
+    (importing torch here would slow every invocation)."""
+    import shutil
+    import subprocess
+
+    listed = listed_gpus()
+    if listed is not None:
+        return len(listed)
+    if not shutil.which("nvidia-smi"):
+        return 0
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+    return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
+def workflow_flag(key):
+    """A yes/no setting as a user types it on the command line (Snakemake passes `false` as a string)."""
+    value = config[key]
+    spelled = str(value).strip().lower()
+    if isinstance(value, bool) or spelled in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        return value if isinstance(value, bool) else spelled in ("true", "1", "yes", "on")
+    raise WorkflowError(f"{key}={value!r} is not true or false; write --config {key}=true or {key}=false.")
+
+
+if config["study"] == AUTO_STUDY:
+    config["study"] = resolve_auto_study(count_local_gpus)
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)
@@ -71,29 +99,15 @@ except UserError as e:
     raise WorkflowError(f"{e} (study file conf/study/{config['study']}.yaml)") from None
 
 # The store: MLFLOW_TRACKING_URI, else tracking_uri, else results/mlflow.db (relative: it moves with
-# the folder). Jobs read it from the environment, never from params or a command line, since it may
-# carry a password; TRACKING_STORE, without credentials, is what a rule may show.
-TRACKING_URI = resolve_uri(config["tracking_uri"])
+# the folder). A user name and password inside the URI are moved here, once, into MLflow's own
+# variables (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), so the URI a rule, job, log or
+# run holds has none. Jobs read both from the environment they inherit.
+try:
+    TRACKING_URI = store_uri(config["tracking_uri"], "tracking_uri")
+except UserError as e:
+    raise WorkflowError(str(e)) from None
 # Set for the jobs, not read: `envvars:` would demand it before the workflow starts.
 os.environ.update(MLFLOW_TRACKING_URI=TRACKING_URI)
-TRACKING_STORE = redact(TRACKING_URI)
-if TRACKING_URI.startswith("sqlite:///"):
-    relocate_artifacts(TRACKING_URI.removeprefix("sqlite:///"))
-
-
-def count_local_gpus() -> int:
-    """GPUs this machine lets jobs use: CUDA_VISIBLE_DEVICES's list when set, else nvidia-smi's
-    (importing torch here would slow every invocation)."""
-    import shutil
-    import subprocess
-
-    listed = listed_gpus()
-    if listed is not None:
-        return len(listed)
-    if not shutil.which("nvidia-smi"):
-        return 0
-    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-    return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
 # One thread per CPU training job, as many jobs as cores (docs/benchmarks.md, CPU settings).
@@ -101,7 +115,14 @@ TRAIN_THREADS = 1
 
 # Training jobs fork from a warm process that has imported torch, Lightning and MLflow once
 # (cnnlab.launch.forkserver, which reads this from the environment the jobs inherit).
-os.environ.update(CNNLAB_WARM_START="1" if config["warm_start"] else "0")
+# CNNLAB_WARM_START=0 set by the user wins over the config.
+WARM_START = workflow_flag("warm_start") and os.environ.get("CNNLAB_WARM_START", "1") != "0"
+os.environ.update(CNNLAB_WARM_START="1" if WARM_START else "0")
+if not WARM_START:
+    print(
+        "cnnlab: training jobs start cold (warm_start is off): each imports torch, Lightning and MLflow itself.",
+        file=sys.stderr,
+    )
 
 # Locally, `gpu` counts GPU slots: jobs_per_gpu training jobs per GPU, each asking for one slot
 # (gpu=1) and pinned to one GPU by the slot locks of cnnlab.training.gpu, which learn jobs_per_gpu from
@@ -178,9 +199,18 @@ def close_abandoned_runs():
     except Exception as e:  # the store may be what failed: a warning, never a second error
         from cnnlab.tracking.store import first_line
 
-        print(
-            f"cnnlab: warning: could not close abandoned MLflow runs ({first_line(e, TRACKING_URI)})", file=sys.stderr
-        )
+        print(f"cnnlab: warning: could not close abandoned MLflow runs ({first_line(e)})", file=sys.stderr)
+
+
+def follow_moved_project_folder():
+    """A moved project folder: the SQLite store's artifact locations point into it again
+    (cnnlab.tracking.relocation). Once, as the workflow starts; a dry run changes nothing."""
+    from cnnlab.tracking.relocation import relocate_artifacts
+    from cnnlab.tracking.store import sqlite_file
+
+    db = sqlite_file(TRACKING_URI)
+    if db is not None:
+        relocate_artifacts(db)
 
 
 def pending_training_jobs():

@@ -3,6 +3,8 @@ rule download_archive:
         archive=ARCHIVE,
     log:
         "logs/download_archive.log",
+    conda:
+        ENVIRONMENT
     params:
         url=config["data_url"],
         md5=config["data_md5"],
@@ -18,6 +20,8 @@ rule prepare_data:
         stats=STATS,
     log:
         "logs/prepare_data.log",
+    conda:
+        ENVIRONMENT
     params:
         md5=config["data_md5"],
         url=config["data_url"],

@@ -28,11 +28,13 @@ rule build_report:
         claims=report(f"{REPORT_DIR}/claims.csv", caption="../report/claims.rst", category="Report"),
     log:
         "logs/{study}/build_report.log",
+    conda:
+        ENVIRONMENT
     # It runs alone, after every training job: its network evaluations (the shift and scale
     # tests) use two of the cores the training jobs have left (Snakemake caps this at --cores).
     threads: 2
     params:
-        store=TRACKING_STORE,  # without credentials; the job reads the URI from the environment
+        store=TRACKING_URI,  # the job reads it from the environment (MLFLOW_TRACKING_URI)
         conf_dir=CONF_DIR_PARAM,
     script:
         "../scripts/build_report.py"

@@ -7,8 +7,10 @@ rule init_tracking:
         info="results/{study}/tracking.json",
     log:
         "logs/{study}/init_tracking.log",
+    conda:
+        ENVIRONMENT
     params:
-        store=TRACKING_STORE,  # without credentials; the job reads the URI from the environment
+        store=TRACKING_URI,  # the job reads it from the environment (MLFLOW_TRACKING_URI)
         artifact_root="results/mlartifacts/{study}",
     script:
         "../scripts/init_tracking.py"

@@ -12,6 +12,8 @@ rule train_variant:
         "logs/{study}/train/{variant}-seed{seed}.log",
     benchmark:
         "benchmarks/{study}/train/{variant}-seed{seed}.tsv"
+    conda:
+        ENVIRONMENT
     threads: TRAIN_THREADS
     resources:
         gpu=1,

@@ -7,6 +7,8 @@ rule choose_learning_rates:
         rates=LEARNING_RATES,
     log:
         "logs/{study}/choose_learning_rates.log",
+    conda:
+        ENVIRONMENT
     params:
         conf_dir=CONF_DIR_PARAM,
     script:

@@ -1,6 +1,6 @@
 from cnnlab.launch.jobs import run_step
 from cnnlab.report import build_report
-from cnnlab.tracking.store import resolve_uri
+from cnnlab.tracking.uri import resolve_uri
 
 run_step(
     snakemake,

@@ -1,5 +1,6 @@
 from cnnlab.launch.jobs import run_step
-from cnnlab.tracking.store import init_study_tracking, resolve_uri
+from cnnlab.tracking.study_setup import init_study_tracking
+from cnnlab.tracking.uri import resolve_uri
 
 run_step(
     snakemake,

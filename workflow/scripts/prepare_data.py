@@ -1,10 +1,10 @@
+from cnnlab.data.download import public_url
 from cnnlab.data.preprocess import prepare
 from cnnlab.launch.jobs import run_step
-from cnnlab.tracking.store import redact
 
 
 def _prepare(s):
-    layout, url = s.params.layout, redact(s.params.url)  # the data set's profile keeps no credentials
+    layout, url = s.params.layout, public_url(s.params.url)  # the data set's profile keeps no credentials
     return prepare(s.input.archive, s.output.arrays, s.output.stats, s.params.md5, **layout, source_url=url)
 
 

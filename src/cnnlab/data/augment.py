@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-PADDING_MODES = ("zeros", "replicate", "circular")
+from cnnlab.padding import PADDING_MODES
 
 
 def random_translate(
@@ -75,8 +75,8 @@ def shifted_images(
 def random_flip(x: torch.Tensor, flip: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Mirror left-right the images of x (B, C, H, W) where flip (B,) is True; `out=x` works in place."""
     if out is x and x.device.type == "cpu":
-        # Rewrite only the mirrored images, whole images at a time: 2.5x faster than a where over
-        # the batch. Not on a GPU: finding them (nonzero) would wait for the device.
+        # Rewrite only the mirrored images, whole images at a time, instead of a where over the
+        # whole batch (docs/notes.md). Not on a GPU: finding them (nonzero) would wait for the device.
         chosen = flip.nonzero().squeeze(1)
         return x.index_copy_(0, chosen, x.index_select(0, chosen).flip(3))
     return torch.where(flip[:, None, None, None], x.flip(3), x, out=out)

@@ -13,7 +13,7 @@ from cnnlab.data.subset import fixed_subset
 
 # Filled in the warm process (cnnlab.launch.forkserver) before it forks a job: the arrays of the file its
 # jobs name, images already scaled to [0, 1]. The jobs forked from it share these pages instead of
-# each reading and scaling 180 MB (about a second of every job's start-up).
+# each reading and scaling the 180 MB file at start-up.
 _preloaded: dict = {}
 
 
@@ -59,9 +59,8 @@ class ArrayDataModule(pl.LightningDataModule):
         if self.arrays is not None:
             return
         raw = _arrays(self.cfg.data.arrays)
-        device = (
-            self.trainer.strategy.root_device if self.trainer and self.cfg.data.device_resident else torch.device("cpu")
-        )
+        # The whole data set lives on the training device: batches are slices of it, never copies.
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         zs = self.cfg.data.normalize == "zscore"
         mean, std = (self.stats["mean"], self.stats["std"]) if zs else (None, None)
         self.arrays = {}

@@ -16,7 +16,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import pooch
 
@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 OFFICIAL_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+
+
+def public_url(url: str) -> str:
+    """The URL as a record may show it (MLflow's dataset source): without a user name and password."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
 
 
 def fetch_archive(url: str, md5: str, dest: str | Path, retries: int = 3, timeout_s: int = 60) -> Path:

@@ -1,7 +1,7 @@
 """Training jobs that start warm: `python -m cnnlab.launch.forkserver <cnnlab-train arguments>`.
 
-A training job spends most of its start-up importing torch, Lightning and MLflow (about 7 s of CPU
-here, longer with two jobs at once). The workflow's jobs therefore go through this small client:
+A training job spends most of its start-up importing torch, Lightning and MLflow (seconds of CPU:
+docs/notes.md). The workflow's jobs therefore go through this small client:
 it asks a warm process, which has made those imports once, to fork a child that runs
 `cnnlab-train` with the job's arguments, working folder, environment, umask and standard streams
 (passed over a Unix socket), and it waits for the child's exit status. To Snakemake the client is
@@ -307,7 +307,7 @@ def _warm_up() -> None:
     """Once here what each job would do first: compose a config (Hydra's grammar, the config
     files' search path), draw a figure (matplotlib's font cache), and load MLflow's store
     modules, which MLflow imports only when a client first opens a store (the SQLite store's
-    SQLAlchemy models and their mapper set-up alone took about a second of every job's start)."""
+    SQLAlchemy models and their mapper set-up are a large share of a cold job's start)."""
     import io
 
     import mlflow.store.tracking.rest_store  # noqa: F401  (a tracking server)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 
 from cnnlab.errors import UserError, storage_error_message
-from cnnlab.tracking.redaction import redact_logs, redact_text, redacted_traceback
 
 
 def run_step(job, fn) -> None:
@@ -22,13 +22,12 @@ def run_step(job, fn) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
     )
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    redact_logs()
     try:
         fn(job)
     except Exception as e:
-        message = redact_text(str(e)) if isinstance(e, UserError) else storage_error_message(e)
+        message = str(e) if isinstance(e, UserError) else storage_error_message(e)
         if message is None:
-            print(redacted_traceback(e), file=sys.stderr)
+            traceback.print_exception(e, file=sys.stderr)
             sys.exit(1)
         logging.getLogger("cnnlab").error("%s", message)
         print(f"cnnlab: error: {message}", file=sys.stderr)

@@ -39,9 +39,8 @@ class Network(nn.Module):
     def trains_channels_last(self, setting: str) -> bool:
         """Whether to train in channels-last memory format under `trainer.channels_last`.
 
-        auto: convolutional networks do, on a GPU and on the CPU alike. oneDNN's convolutions are
-        about 1.5x faster in it on an AVX-512 CPU and no slower on the others measured
-        (docs/benchmarks.md); a dense network gains nothing from it."""
+        auto: convolutional networks do, on a GPU and on the CPU alike: oneDNN's convolutions are
+        faster in it, or no slower (docs/notes.md); a dense network gains nothing from it."""
         if setting != "auto":
             return setting == "true"
         return self.architecture == "convolutional"

@@ -3,12 +3,9 @@
 Output size of a convolution or pooling along one axis, the lecture's formula:
     out = floor((in + 2 * padding - kernel) / stride) + 1
 
-Max pooling runs before ReLU (and leaky ReLU) instead of after it: the two commute exactly,
-max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f whose value is at most one correctly
-rounded operation (the same bits wherever it is computed), forward and gradient alike, so the
-network computes the lecture's function while the activation and its gradient touch a quarter of
-the values (on a CPU these elementwise passes cost about a fifth of a training step).
-The parameters keep their places in `features`, so checkpoints are the same either way.
+Max pooling runs before ReLU (and leaky ReLU) instead of after it: the two commute exactly
+(max(f(a), f(b)) = f(max(a, b)) for these f, to the bit, gradient included), and the activation
+then touches a quarter of the values. Parameters keep their places, so checkpoints do not change.
 
 The head is the lecture's (`flatten`: every position of the last feature map feeds the fully
 connected `hidden` layers) or `global_average`: each channel of the last feature map averaged
@@ -20,10 +17,9 @@ from torch import nn
 from cnnlab.models.base import Network
 from cnnlab.models.common import POOL_COMMUTES, check_dropout, choose, dense_stack
 from cnnlab.models.common import activation as make_activation
-from cnnlab.models.pooling import MaxPool2d
+from cnnlab.padding import PADDING_MODES
 
-PADDING_MODES = ("zeros", "replicate", "circular")
-POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d, "none": None}
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None}
 HEADS = ("flatten", "global_average")
 
 

@@ -1,7 +1,8 @@
 """`python -m cnnlab.report --study NAME --conf-dir DIR --arrays PATH --out DIR [--uri URI]`.
 
-Without --uri the store is MLFLOW_TRACKING_URI's, else results/mlflow.db (a URI with a password is
-best passed in the environment: a command line is visible to every user of the machine).
+The store is MLFLOW_TRACKING_URI's, else --uri's, else results/mlflow.db. A server's user name and
+password are best set in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD: a command line is
+visible to every user of the machine (one inside the URI is moved there as the command starts).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import sys
 from cnnlab.errors import UserError
 from cnnlab.report.build import build_report
 from cnnlab.study.studies import CONF_DIR
-from cnnlab.tracking.redaction import redact_logs, redact_text
-from cnnlab.tracking.store import resolve_uri
+from cnnlab.tracking.uri import store_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    redact_logs()
     try:
-        result = build_report(resolve_uri(args.uri), args.study, args.conf_dir, args.arrays, args.out)
+        # Where the command starts, once: a URI's credentials go into MLflow's variables.
+        result = build_report(store_uri(args.uri, "--uri"), args.study, args.conf_dir, args.arrays, args.out)
     except UserError as e:
-        print(f"cnnlab-report: error: {redact_text(str(e))}", file=sys.stderr)
+        print(f"cnnlab-report: error: {e}", file=sys.stderr)
         return 1
     print(result["html"])
     return 0

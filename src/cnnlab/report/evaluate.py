@@ -33,7 +33,7 @@ from cnnlab.report.networks import TrainedNet, num_classes
 from cnnlab.report.sections.position_scale import DEFAULT_IMAGES
 from cnnlab.study.studies import load_study
 from cnnlab.tracking import store as tracking
-from cnnlab.tracking.redaction import redact
+from cnnlab.tracking.uri import store_uri
 from cnnlab.training.checkpoint import load_state_dict
 from cnnlab.training.rundir import RunDir
 
@@ -74,7 +74,7 @@ def from_mlflow(run_id: str, uri: str, into: Path) -> FinishedRun:
         run = client.get_run(run_id)
     except Exception:
         raise UserError(
-            f"The tracking store {redact(uri)} has no run {run_id}; check the id, or point --uri "
+            f"The tracking store {uri} has no run {run_id}; check the id, or point --uri "
             "(or MLFLOW_TRACKING_URI) at the store it was trained into."
         ) from None
     files = {}
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.run).is_dir():
                 run = from_folder(Path(args.run))
             elif RUN_ID.fullmatch(args.run):
-                run = from_mlflow(args.run, tracking.resolve_uri(args.uri), Path(tmp))
+                # Where the command starts, once: a URI's credentials go into MLflow's variables.
+                run = from_mlflow(args.run, store_uri(args.uri, "--uri"), Path(tmp))
             else:
                 raise UserError(f"'{args.run}' is neither a run folder nor an MLflow run id (32 hex digits).")
             result = evaluate(run, args.arrays, args.shift_images)

@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.augment import PADDING_MODES, random_translate
+from cnnlab.data.augment import random_translate
+from cnnlab.padding import PADDING_MODES
 from cnnlab.report.networks import TrainedNet
 
 SHIFTS = tuple(range(0, 9))  # pixels

@@ -9,13 +9,14 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.figures import plt
+from cnnlab.padding import PADDING_MODES
 from cnnlab.report.runs import FINISHED, RunRecord
 from cnnlab.report.summary import sample_std
 from cnnlab.study.studies import FULL
 
 FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 LINE_STYLES = ("-", "--", ":", "-.")
-MODE_COLORS = {"zeros": "tab:blue", "replicate": "tab:green", "circular": "tab:purple"}
+MODE_COLORS = dict(zip(PADDING_MODES, ("tab:blue", "tab:green", "tab:purple"), strict=True))
 MAX_LABELLED = 24  # beyond this many variants, names and legends crowd the plot out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import UserError
+from cnnlab.padding import PADDING_MODES
 
 
 @dataclass
@@ -36,14 +37,13 @@ class DataConfig:
     # run's seed: a data-limited regime (cnnlab.data.subset). Validation and test stay whole.
     train_subset: int = 0
     train_subset_seed: int = 0  # which subset: its own seed, not the run's
-    device_resident: bool = True  # keep the whole data set on the training device
     train_probe_images: int = 2000  # training images scored in eval mode each epoch (train/validation gap)
 
 
 @dataclass
 class AugmentConfig:
     translate: int = 0  # largest random shift in pixels, each axis (0 = off)
-    padding_mode: str = "zeros"  # what fills the border a shift uncovers: zeros, replicate, circular
+    padding_mode: str = "zeros"  # what fills the border a shift uncovers: one of cnnlab.padding.PADDING_MODES
     flip: bool = False  # random horizontal flip
     cutout: int = 0  # side of a random square set to zero (0 = off)
 
@@ -93,7 +93,6 @@ class TrackingConfig:
     enabled: bool = True
     uri: str = ""  # empty: MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db
     experiment: str = ""  # empty: the study's name
-    log_checkpoint: bool = True
     timeout_s: int = 20  # how long an unreachable tracking server may stall a job
     retry_s: int = 120  # how long a failing store (locked, down, full) is retried before the job fails, s
     # Seconds between samples of CPU, memory and GPU use (MLflow's system metrics); 0: none.
@@ -119,7 +118,7 @@ class RunConfig:
 # Settings whose value must be one of a few words; checked after composition.
 CHOICES = {
     "data.normalize": ("unit", "zscore"),
-    "augment.padding_mode": ("zeros", "replicate", "circular"),
+    "augment.padding_mode": PADDING_MODES,
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"),
     "trainer.channels_last": ("auto", "true", "false"),
     "trainer.if_loss_diverges": ("fail", "record"),
@@ -237,6 +236,21 @@ def check_accelerator(cfg: DictConfig, gpus: int) -> None:
         )
 
 
+def _check_no_credentials(uri: str) -> None:
+    """A config file is copied into every run's folder and MLflow run: it must not hold a password.
+
+    (cnnlab-train moves the credentials of a tracking.uri on its command line into MLflow's variables.)
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.password is not None or (parts.scheme in ("http", "https") and "@" in parts.netloc):
+        raise UserError(
+            "tracking.uri in a config file names a user or password; set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD instead and leave them out of the URI."
+        )
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Check every setting that composition cannot; raise UserError naming a bad one."""
     from cnnlab.models import check_model_config
@@ -264,6 +278,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         _check_range(key, OmegaConf.select(merged, key))
     for key in FRACTION_OR_COUNT:
         _check_fraction_or_count(key, OmegaConf.select(merged, key))
+    _check_no_credentials(merged.tracking.uri)
     check_model_config(merged.model)
     check_optimization(merged)
     OmegaConf.set_readonly(merged, True)

@@ -7,6 +7,8 @@ settings are written in one place only.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +115,30 @@ class Study:
         variant, model, regime = self.variant(name), self.model_choice(name), self.regime_of(name)
         return [*self.overrides, *self.model_overrides.get(model, ()), *regime.overrides,
                 *regime.model_overrides.get(model, ()), *variant.overrides]
+
+
+AUTO_STUDY = "auto"
+
+
+def auto_study(gpus: int) -> tuple[str, str]:
+    """The study `study=auto` runs on a machine with this many GPUs, and why."""
+    if gpus > 0:
+        return "lecture", f"this machine has {gpus} GPU{'s' if gpus > 1 else ''}"
+    return "cpu", ("this machine has no GPU, and the lecture study is sized for one "
+                   "(run it anyway with --config study=lecture; a one-minute check: --config study=smoke)")
+
+
+AUTO_STUDY_VARIABLE = "CNNLAB_AUTO_STUDY"
+
+
+def resolve_auto_study(count_gpus) -> str:
+    """study=auto, decided once by the first Snakemake of a run, which prints the choice and why; the
+    jobs it starts (locally or on a cluster node, whose GPUs may differ) inherit it from the environment."""
+    if AUTO_STUDY_VARIABLE not in os.environ:
+        chosen, why = auto_study(count_gpus())
+        os.environ[AUTO_STUDY_VARIABLE] = chosen
+        print(f"cnnlab: study=auto runs the {chosen} study: {why}.", file=sys.stderr)
+    return os.environ[AUTO_STUDY_VARIABLE]
 
 
 def available_studies(conf_dir: Path = CONF_DIR) -> list[str]:

@@ -12,8 +12,6 @@ import json
 import logging
 from pathlib import Path
 
-from cnnlab.tracking.redaction import redact
-
 log = logging.getLogger(__name__)
 
 REASON = "its job ended without closing the run (killed, or its machine was lost); run the workflow again to resume it"
@@ -30,7 +28,7 @@ def abandoned_candidates(runs_folders: list[Path], uri: str) -> list[str]:
                 state = json.loads(state_file.read_text())
             except (OSError, ValueError):
                 continue
-            if state.get("mlflow_run_id") and redact(state.get("tracking_uri", "")) == redact(uri):
+            if state.get("mlflow_run_id") and state.get("tracking_uri") == uri:
                 found.append(state["mlflow_run_id"])
     return found
 
@@ -43,22 +41,15 @@ def close_abandoned_runs(uri: str, runs_folders: list[Path], wait_s: float = 30)
     candidates = abandoned_candidates(runs_folders, uri)
     if not candidates:
         return []
-    from mlflow.exceptions import MlflowException
+    from cnnlab.tracking.store import connect, end_run
 
-    from cnnlab.tracking import store as tracking
-
-    client = tracking.connect(uri, wait_s=wait_s)
-    closed = []
-    for run_id in candidates:
-        try:
-            run = tracking.with_retry(client.get_run, run_id, wait_s=wait_s, uri=uri)
-        except MlflowException:
-            continue  # gone from the store
-        if run.info.status != "RUNNING":
-            continue
-        tracking.set_tags(client, run_id, {"error": f"KILLED: {REASON}"}, wait_s=wait_s)
-        tracking.with_retry(client.set_terminated, run_id, "KILLED", wait_s=wait_s, doing="closing a run", uri=uri)
-        closed.append(run_id)
+    client = connect(uri, wait_s=wait_s)
+    closed = [
+        run_id
+        for run_id in candidates
+        if end_run(client, run_id, "KILLED", f"KILLED: {REASON}", wait_s=wait_s, only_if_running=True,
+                   doing="closing a run")
+    ]
     if closed:
         log.warning("marked %d MLflow run(s) KILLED: %s", len(closed), REASON)
     return closed

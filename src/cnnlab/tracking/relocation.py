@@ -4,14 +4,18 @@ MLflow stores every artifact location absolute (it resolves a relative one when 
 created), so after a move the store would still point at the old folder: artifacts would be
 unreadable, and logging new ones would recreate the old folder. cnnlab keeps a SQLite store's
 artifacts under `mlartifacts/` beside the database; when that prefix in the store is not the
-database's own folder any more, it is rewritten in place. Only the standard library is used, so the
-Snakefile can call this without importing MLflow.
+database's own folder any more, it is rewritten in place. The workflow does this once as it
+starts; after moving a folder by hand, `python -m cnnlab.tracking.relocation [results/mlflow.db]`
+does it for cnnlab-train and cnnlab-eval. Only the standard library is used, so the Snakefile can
+call this without importing MLflow.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sqlite3
+import sys
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
@@ -104,3 +108,22 @@ def relocate_artifacts(db: str | Path, timeout_s: float = 30) -> int:
         return 0
     finally:
         con.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnlab.tracking.relocation",
+        description="Point a moved SQLite store's artifact locations under its own folder's mlartifacts/.",
+    )
+    parser.add_argument("db", nargs="?", default="results/mlflow.db", help="the store's database file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not Path(args.db).is_file():
+        print(f"cnnlab: error: {args.db} does not exist; give the path of the project's mlflow.db.", file=sys.stderr)
+        return 2
+    print(f"{relocate_artifacts(args.db)} artifact locations changed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,9 @@
-"""MLflow tracking: the store, the experiment, and a Lightning callback that logs each run.
+"""The MLflow store beneath every run: connect, create the experiment, retry a failing store, mark a
+run ended, and say what went wrong in one sentence.
 
-One run per (study, variant, seed). Its id is kept next to the checkpoints, so a resumed job
-continues the same run; epochs already logged are not logged again. Metrics are sent once per
-epoch in one batch, which keeps many parallel jobs on one SQLite store well clear of its lock.
+Metrics are sent once per epoch in one batch (cnnlab.tracking.callback), which keeps many parallel
+jobs on one SQLite store well clear of its lock. The URI it is given carries no credentials
+(cnnlab.tracking.uri moved them into MLflow's variables where the command started).
 """
 
 from __future__ import annotations
@@ -14,19 +15,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytorch_lightning as pl
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
 from cnnlab.errors import StoreError, UserError
 from cnnlab.study.config import TrackingConfig
-from cnnlab.tracking.redaction import SECRET, redact, redact_text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DB = "results/mlflow.db"
-MAX_PARAM_CHARS = 6000
 # How long (s) a failing store is retried before the job gives up with one sentence (the setting
 # tracking.retry_s owns it). Each SQLite attempt itself waits up to MLflow's 20 s busy timeout, so
 # a job may wait one attempt longer.
@@ -34,17 +31,8 @@ RETRY_S = TrackingConfig.retry_s
 # MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view; this one opens
 # the model-training view with the runs table.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-
-
-def resolve_uri(configured: str = "", default_db: str | Path = DEFAULT_DB) -> str:
-    """MLFLOW_TRACKING_URI wins, then the configured URI, then SQLite at results/mlflow.db.
-
-    The default stays relative (to the working directory), so a project folder can be moved.
-    """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
-    if uri:
-        return uri
-    return f"sqlite:///{Path(default_db).as_posix()}"
+# The longest tag value MLflow stores.
+MAX_TAG_CHARS = 5000
 
 
 def bound_http_waits(timeout_s: int) -> None:
@@ -62,14 +50,9 @@ def connect(uri: str, timeout_s: int = 20, wait_s: float = RETRY_S) -> MlflowCli
     """
     bound_http_waits(timeout_s)
     quiet_store_errors()
-    if redact(uri) != uri:  # MLflow prints "View run ... at: <the URI>" for each finished run, credentials too
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     db = sqlite_file(uri)
     if db is not None:
-        from cnnlab.tracking.relocation import relocate_artifacts
-
         db.parent.mkdir(parents=True, exist_ok=True)
-        relocate_artifacts(db)
 
     def open_store() -> MlflowClient:
         client = MlflowClient(tracking_uri=uri)
@@ -81,7 +64,7 @@ def connect(uri: str, timeout_s: int = 20, wait_s: float = RETRY_S) -> MlflowCli
     except Exception as e:  # connection refused, a bad URI, a broken database
         if store_failure(e) in (None, "unreachable"):
             raise UserError(
-                f"The MLflow tracking store {redact(uri)} cannot be reached ({first_line(e, uri)}); start the "
+                f"The MLflow tracking store {uri} cannot be reached ({first_line(e)}); start the "
                 "server or fix MLFLOW_TRACKING_URI / tracking_uri, or train without tracking (tracking=none)."
             ) from None
     return with_retry(open_store, wait_s=wait_s, doing="connecting", uri=uri)
@@ -137,10 +120,10 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
-def first_line(error: BaseException, uri: str | None = None) -> str:
-    """The first line of an error's text (at most 300 characters), without credentials."""
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text (at most 300 characters)."""
     text = str(error).strip()
-    return redact_text(text.splitlines()[0][:300] if text else type(error).__name__, uri)
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 # What a failing store says, and what that means; checked in order on the error's text.
@@ -191,7 +174,7 @@ def _client_uri(fn, uri: str | None) -> str | None:
 
 
 def store_error_message(kind: str, error: BaseException, doing: str, waited_s: float, uri: str | None) -> str:
-    store = f"The MLflow tracking store {redact(uri)}" if uri else "The MLflow tracking store"
+    store = f"The MLflow tracking store {uri}" if uri else "The MLflow tracking store"
     while_ = f" while {doing}" if doing else ""
     if kind == "full":
         return (f"{store} could not write{while_}: no space left on the device; free some space, "
@@ -202,7 +185,7 @@ def store_error_message(kind: str, error: BaseException, doing: str, waited_s: f
     if kind == "locked":
         return (f"{store} stayed locked for {waited_s:.0f} s{while_} (another process holds it, e.g. a long "
                 "write); close that process or raise tracking.retry_s, then run the same command again to resume.")
-    return (f"{store} failed for {waited_s:.0f} s{while_} ({first_line(error, uri)}); check that it is running "
+    return (f"{store} failed for {waited_s:.0f} s{while_} ({first_line(error)}); check that it is running "
             "and reachable, then run the same command again to resume.")
 
 
@@ -210,7 +193,7 @@ def with_retry(fn, *args, wait_s: float | None = None, doing: str = "", uri: str
     """Call fn, retrying while the store fails (locked, unreachable, full) for up to wait_s seconds.
 
     Pauses grow from 0.25 s to 8 s. What the store refuses (a bad request) is raised as it is; a
-    store still failing after wait_s raises StoreError, one sentence without credentials.
+    store still failing after wait_s raises StoreError, one sentence.
     """
     wait_s = RETRY_S if wait_s is None else wait_s
     start = time.monotonic()
@@ -226,114 +209,36 @@ def with_retry(fn, *args, wait_s: float | None = None, doing: str = "", uri: str
             if waited + pause > wait_s:
                 raise StoreError(store_error_message(kind, e, doing, waited, _client_uri(fn, uri))) from None
             log.warning("the MLflow store failed%s (%s); retrying in %.1f s", f" while {doing}" if doing else "",
-                        first_line(e, uri), pause)
+                        first_line(e), pause)
             time.sleep(pause)
             pause = min(pause * 2, 8.0)
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = str(v)[:MAX_PARAM_CHARS]
-    return out
+def set_tags(client: MlflowClient, run_id: str, tags: dict, wait_s: float | None = None,
+             doing: str = "tagging its run") -> None:
+    tags = [RunTag(k, str(v)[:MAX_TAG_CHARS]) for k, v in tags.items()]
+    with_retry(client.log_batch, run_id, tags=tags, wait_s=wait_s, doing=doing)
 
 
-def safe_items(d: dict[str, str]) -> dict[str, str]:
-    """Drop anything named like a secret, and credentials inside URIs anywhere in a value."""
-    return {k: redact_text(str(v)) for k, v in d.items() if not SECRET.search(k)}
+def end_run(client: MlflowClient, run_id: str, status: str, error: str = "", wait_s: float | None = None,
+            only_if_running: bool = False, doing: str = "closing its run") -> bool:
+    """Mark a run ended (FINISHED, FAILED or KILLED), with error as its `error` tag; every write retried.
 
-
-class MlflowTracker(pl.Callback):
-    """Logs the per-epoch metrics the module computed, once, on the global-zero process."""
-
-    def __init__(self, client: MlflowClient, run_id: str, last_logged_step: int = -1, wait_s: float | None = None):
-        self.client, self.run_id = client, run_id
-        self.last_logged_step = last_logged_step
-        self.wait_s = wait_s
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
-        # Runs before ModelCheckpoint's own on_train_epoch_end (Lightning calls checkpoint callbacks
-        # last), so an epoch is logged before its checkpoint exists: a job killed in between re-runs
-        # that epoch, which is then skipped here instead of logged twice.
-        metrics = pl_module.epoch_summary()  # every process takes part in its DDP reduction
-        if not trainer.is_global_zero:
-            return
-        step = trainer.current_epoch
-        if step <= self.last_logged_step or not metrics:
-            return
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        batch += self._epoch_walls(pl_module, now)  # the previous epoch's, measured as this one started
-        with_retry(self.client.log_batch, self.run_id, metrics=batch, wait_s=self.wait_s,
-                   doing=f"logging epoch {step}'s metrics")
-        self.last_logged_step = step
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        # After the last epoch's checkpoints: its whole-epoch time is complete now.
-        pl_module.end_epoch_wall()
-        walls = self._epoch_walls(pl_module, int(time.time() * 1000))
-        if trainer.is_global_zero and walls:
-            with_retry(
-                self.client.log_batch, self.run_id, metrics=walls, wait_s=self.wait_s, doing="logging epoch times"
-            )
-
-    @staticmethod
-    def _epoch_walls(pl_module, now: int) -> list[Metric]:
-        return [Metric("epoch_wall_seconds", s, now, e) for e, s in pl_module.pop_epoch_walls().items()]
-
-
-def last_logged_step(client: MlflowClient, run_id: str) -> int:
-    history = client.get_metric_history(run_id, "val/acc")
-    return max((m.step for m in history), default=-1)
-
-
-def start_or_resume_run(client, experiment_id: str, run_id: str | None, name: str, params: dict, tags: dict,
-                        on_open=None, wait_s: float | None = None) -> tuple[str, int]:
-    """Continue run_id when the store still has it, else start a new run; return (run_id, last step).
-
-    on_open(run_id) is called as soon as the run exists, before its parameters are logged, so a
-    job that fails in between can still close the run.
+    The one way a run is closed: by its own job, by the next job of its run folder, and by the sweep
+    of abandoned runs. only_if_running leaves a run that is no longer RUNNING, or not in the store,
+    as it is. Returns whether the run was marked.
     """
-    def retry(fn, *args, **kwargs):
-        return with_retry(fn, *args, wait_s=wait_s, doing="opening its run", **kwargs)
-
-    params = safe_items(params)
-    if run_id:
+    if only_if_running:
         try:
-            run = retry(client.get_run, run_id)
-        except MlflowException as e:
-            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise  # a store that fails is not a store without the run: never start a second one
-            log.warning("MLflow run %s is gone from the store; starting a new run", run_id)
-        else:
-            if run.info.experiment_id == experiment_id:
-                if on_open is not None:
-                    on_open(run_id)
-                if run.info.status != "RUNNING":
-                    retry(client.update_run, run_id, status="RUNNING")
-                # Parameters a failed first attempt did not get to log.
-                _log_params(client, run_id, {k: v for k, v in params.items() if k not in run.data.params}, retry)
-                return run_id, retry(last_logged_step, client, run_id)
-    run = retry(client.create_run, experiment_id, run_name=name, tags=safe_items(tags))
-    if on_open is not None:
-        on_open(run.info.run_id)
-    _log_params(client, run.info.run_id, params, retry)
-    return run.info.run_id, -1
-
-
-def _log_params(client, run_id: str, params: dict[str, str], retry) -> None:
-    items = list(params.items())
-    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        retry(client.log_batch, run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
-
-
-def set_tags(client, run_id: str, tags: dict, wait_s: float | None = None) -> None:
-    with_retry(client.log_batch, run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in safe_items(tags).items()],
-               wait_s=wait_s, doing="tagging its run")
+            run = with_retry(client.get_run, run_id, wait_s=wait_s, doing=doing)
+        except MlflowException:
+            return False  # gone from the store
+        if run.info.status != "RUNNING":
+            return False
+    if error:
+        set_tags(client, run_id, {"error": error[:4000]}, wait_s=wait_s, doing=doing)
+    with_retry(client.set_terminated, run_id, status, wait_s=wait_s, doing=doing)
+    return True
 
 
 @contextmanager
@@ -351,43 +256,3 @@ def quiet_mlflow():
 def quiet_store_errors() -> None:
     """MLflow logs a full traceback for every SQLite error it re-raises; with_retry says it in one line."""
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-
-
-def init_study_tracking(
-    uri: str, study: str, artifact_root: str | Path, stats_file: str | Path, info_out: str | Path
-) -> dict:
-    """Create store and experiment, record the data preparation as a run, write the info file."""
-    import json
-
-    from cnnlab.atomic import write_text
-    from cnnlab.data.datamodule import load_stats
-
-    stats = load_stats(Path(stats_file).with_suffix(".npz"))
-    info = init_store(uri, study, artifact_root)
-    client = MlflowClient(tracking_uri=uri)
-    md5 = stats.get("archive_md5", "")
-
-    def retry(fn, *args, **kwargs):
-        return with_retry(fn, *args, doing="recording the data preparation", uri=uri, **kwargs)
-
-    found = retry(client.search_runs, [info["experiment_id"]], max_results=1, filter_string=(
-        f"tags.`cnnlab.kind` = 'prepare' and tags.data_md5 = '{md5}' and attributes.status = 'FINISHED'"))
-    if not found:
-        run = retry(client.create_run, info["experiment_id"], run_name="prepare_data",
-                    tags={"cnnlab.kind": "prepare", "study": study, "data_md5": md5})
-        try:
-            params = {k: stats[k] for k in ("n_train", "n_val", "n_test", "val_size", "split_seed", "archive_md5")}
-            params.update({f"zscore_mean_{c}": round(m, 6) for c, m in zip("rgb", stats["mean"], strict=True)})
-            params.update({f"zscore_std_{c}": round(s, 6) for c, s in zip("rgb", stats["std"], strict=True)})
-            retry(client.log_batch, run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-            retry(client.log_artifact, run.info.run_id, str(stats_file))
-            retry(client.set_terminated, run.info.run_id, "FINISHED")
-        except BaseException as e:
-            try:
-                with_retry(client.set_terminated, run.info.run_id, "FAILED", wait_s=30, uri=uri)
-            except Exception:
-                log.warning("could not mark the prepare_data run %s as FAILED", run.info.run_id)
-            raise e
-    write_text(info_out, json.dumps({**info, "tracking_uri": redact(uri)}, indent=2) + "\n")
-    return info
-

@@ -23,6 +23,7 @@ from cnnlab.errors import UserError
 from cnnlab.study import variants
 from cnnlab.study.config import check_accelerator
 from cnnlab.study.studies import CONF_DIR, compose_config, load_study, override_message, study_overrides
+from cnnlab.tracking.uri import has_credentials, move_credentials
 
 # Strategies whose processes Lightning starts by running the command line again (with -m, every
 # process would start the whole sweep); ddp_spawn / ddp_fork / ddp_notebook start them in Python.
@@ -32,6 +33,24 @@ RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_un
 def conf_dir_in_use() -> Path:
     """The conf/ a command reads: `--config-dir`, remembered for re-launched DDP processes, else the package's."""
     return Path(os.environ.get("CNNLAB_CONF_DIR", CONF_DIR))
+
+
+def without_credentials(argv: list[str]) -> list[str]:
+    """argv with the credentials of a `tracking.uri=` override moved into MLflow's variables
+    (cnnlab.tracking.uri): Hydra records its overrides in `.hydra/`, and DDP re-runs the command."""
+    out = []
+    for token in argv:
+        key = token.partition("=")[0].lstrip("+~")
+        if key == "tracking.uri" and "@" in token:
+            (override,) = _parse([token])
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            for value in map(str, values):
+                if has_credentials(value):
+                    userinfo = value.split("//", 1)[1].rpartition("@")[0]
+                    move_credentials(value, "tracking.uri")
+                    token = token.replace(f"//{userinfo}@", "//", 1)
+        out.append(token)
+    return out
 
 
 def prepare(argv: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ least busy GPU, and sets CUDA_VISIBLE_DEVICES to that GPU before CUDA starts. Th
 fcntl lock, so the kernel releases it when the process ends, even by SIGKILL.
 
 The GPUs to share out are the ones CUDA_VISIBLE_DEVICES lists when it is set (ids or UUIDs, as
-CUDA reads them), else every GPU torch sees. The workflow says how many jobs share one GPU
+CUDA reads them), else every GPU the NVIDIA driver reports. The workflow says how many jobs share one GPU
 (`jobs_per_gpu` in workflow/config.yaml, handed to its jobs as CNNLAB_JOBS_PER_GPU); a job started
 by hand has the GPU to itself unless that variable says otherwise. Under SLURM (SLURM_JOB_GPUS)
 the scheduler has already given the job its GPU, and nothing is locked.
@@ -58,13 +58,29 @@ def listed_gpus() -> list[str] | None:
 
 
 def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them, without initializing CUDA."""
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them, without starting CUDA.
+
+    When it is unset they are counted through NVML: torch.cuda.is_available() starts CUDA's driver,
+    which then ignores the CUDA_VISIBLE_DEVICES a job sets to pin itself (every job lands on GPU 0).
+    """
     listed = listed_gpus()
     if listed is not None:
         return listed
-    import torch
+    return [str(i) for i in range(nvml_gpu_count())]
 
-    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+def nvml_gpu_count() -> int:
+    """How many GPUs the NVIDIA driver reports; 0 where there is no driver."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return 0
+    try:
+        return pynvml.nvmlDeviceGetCount()
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def _lock_name(gpu: str, slot: int) -> str:

@@ -1,8 +1,10 @@
 """The MLflow run of one training job: opened (or resumed), tagged, finished or marked failed.
 
-Besides cnnlab's own tags, a run fills what MLflow's UI and API read: its system tags (source,
-git commit, a note saying which variant it is), the data set as a run input, system metrics
-while it trains, and its best checkpoint as a logged model (cnnlab.tracking.model).
+This module owns the run's life; the store beneath it (cnnlab.tracking.store) connects, retries
+and closes, and never calls back. Besides cnnlab's own tags, a run fills what MLflow's UI and API
+read: its system tags (source, git commit, a note saying which variant it is), the data set as a
+run input, system metrics while it trains (MLflow's own monitor, switched on through its fluent
+run), and its best checkpoint as a logged model (cnnlab.tracking.model).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import json
 import logging
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
@@ -25,9 +28,10 @@ from cnnlab.errors import StoreError, UserError
 from cnnlab.models import Network, family_of
 from cnnlab.study.studies import load_study
 from cnnlab.tracking import model as mlflow_model
-from cnnlab.tracking import store as tracking
-from cnnlab.tracking import system_metrics
-from cnnlab.tracking.redaction import redact, redact_text
+from cnnlab.tracking import store
+from cnnlab.tracking.callback import MlflowTracker
+from cnnlab.tracking.relocation import ARTIFACTS_FOLDER
+from cnnlab.tracking.uri import resolve_uri
 from cnnlab.training.provenance import device_name, git_state, versions
 from cnnlab.training.rundir import RunDir
 
@@ -49,6 +53,31 @@ FINAL_METRICS = {
 SOURCE_NAME = "cnnlab.training.train"
 # The split a run trains on: the context of its dataset input (MLflow's own autologgers say "train").
 DATA_CONTEXT = "train"
+MAX_PARAM_CHARS = 6000  # a config value longer than this is cut (MLflow's limit is 6000)
+PARAMS_PER_BATCH = 100  # MLflow takes at most 100 parameters per batch
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """A nested config as MLflow parameters: `trainer.max_epochs` -> "3"."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = str(v)[:MAX_PARAM_CHARS]
+    return out
+
+
+@contextmanager
+def tracking_uri_set(uri: str):
+    """MLflow's fluent calls (the system-metrics run, model logging) read the process's tracking URI."""
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def variant_context(cfg, conf_dir: Path) -> dict:
@@ -176,64 +205,107 @@ class TrainingRun:
 
     def __init__(self, cfg, run_dir: RunDir, fp: str, tags: dict, resuming: bool, stats: dict):
         self.cfg, self.stats = cfg, stats
-        self.uri = uri = tracking.resolve_uri(cfg.tracking.uri)
-        self.wait_s, self.run_id, self.monitor = cfg.tracking.retry_s, None, None
-        self.client = tracking.connect(uri, cfg.tracking.timeout_s, self.wait_s)
+        self.uri = uri = resolve_uri(cfg.tracking.uri)
+        self.wait_s, self.run_id, self.monitoring = cfg.tracking.retry_s, None, False
+        self.client = store.connect(uri, cfg.tracking.timeout_s, self.wait_s)
         experiment = cfg.tracking.experiment or cfg.run.study
-        db = tracking.sqlite_file(uri)
-        local_root = db.parent / "mlartifacts" if db is not None else None
-        self.experiment_id = exp_id = self._store(
-            "opening its experiment", tracking.ensure_experiment, self.client, experiment, local_root
+        db = store.sqlite_file(uri)
+        local_root = db.parent / ARTIFACTS_FOLDER if db is not None else None
+        self.experiment_id = self._store(
+            "opening its experiment", store.ensure_experiment, self.client, experiment, local_root
         )
         state = run_dir.state()
-        store = redact(uri)  # what the run folder may keep: never a password
-        same_store = redact(state.get("tracking_uri", "")) == store
-        previous = state.get("mlflow_run_id") if resuming and same_store else None
-        params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-        name = f"{cfg.run.variant}-seed{cfg.seed}"
-
-        def opened(run_id: str) -> None:
-            self.run_id = run_id
-            run_dir.save_state(fingerprint=fp, mlflow_run_id=run_id, tracking_uri=store, experiment_id=exp_id)
-
+        previous = state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None
         try:
-            self.run_id, self.last_step = tracking.start_or_resume_run(
-                self.client, exp_id, previous, name, params, tags, on_open=opened, wait_s=self.wait_s)
-            abandoned = state.get("mlflow_run_id") if same_store and not resuming else None
-            if abandoned and abandoned != self.run_id:
-                self._close_replaced(abandoned)
+            self.last_step = self._open(run_dir, fp, previous if resuming else None, tags)
+            if previous and not resuming and previous != self.run_id:
+                # The run an unfinished job left, with no intact checkpoint to resume it from.
+                reason = ("KILLED: no intact checkpoint was left to resume it; training started again as run "
+                          f"{self.run_id}")
+                store.end_run(self.client, previous, "KILLED", reason, wait_s=self.wait_s, only_if_running=True,
+                              doing="closing the previous run")
             on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
             device = device_name(torch.device("cuda" if on_gpu else "cpu"))
-            tracking.set_tags(self.client, self.run_id, {"device": device}, wait_s=self.wait_s)
+            store.set_tags(self.client, self.run_id, {"device": device}, wait_s=self.wait_s)
             # Logged again by a resumed job: the store keeps one input per (data set, run).
             inputs = [data_input(stats, cfg.data.arrays)]
             self._store("logging its data set", self._log_inputs, inputs)
-            write_text(run_dir.config_file, redact_text(OmegaConf.to_yaml(cfg)))  # an artifact
+            write_text(run_dir.config_file, OmegaConf.to_yaml(cfg))  # an artifact
             if self.last_step < 0:
                 self._store("saving its config", self.client.log_artifact, self.run_id, str(run_dir.config_file))
             self.model_warm_up = mlflow_model.warm_up()
-            self.monitor = system_metrics.start_monitor(
-                self.run_id, uri, cfg.tracking.system_metrics_interval_s, resuming=self.last_step >= 0, on_gpu=on_gpu
-            )
+            self._start_system_metrics(cfg.tracking.system_metrics_interval_s)
         except BaseException as e:
             if self.run_id is not None:
                 self.fail(e)
             raise
 
-    def _close_replaced(self, old_run_id: str) -> None:
-        """The run an unfinished job left (no intact checkpoint to resume it from): KILLED, naming its successor."""
+    def _open(self, run_dir: RunDir, fp: str, run_id: str | None, tags: dict) -> int:
+        """Continue run_id when the store still has it, else start a new run; the last epoch it logged (-1: none).
+
+        The run folder names the run as soon as it exists, before its parameters are logged, so a
+        job that fails in between can still close it.
+        """
+        run = self._existing(run_id) if run_id else None
+        if run is None:
+            name = f"{self.cfg.run.variant}-seed{self.cfg.seed}"
+            tags = {k: str(v)[: store.MAX_TAG_CHARS] for k, v in tags.items()}  # a server takes text only
+            run = self._store("opening its run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        self.run_id = run.info.run_id
+        run_dir.save_state(fingerprint=fp, mlflow_run_id=self.run_id, tracking_uri=self.uri,
+                           experiment_id=self.experiment_id)  # fmt: skip
+        if run.info.status != "RUNNING":
+            self._store("opening its run", self.client.update_run, self.run_id, status="RUNNING")
+        # All of them for a new run; those a failed first attempt did not get to log for a resumed one.
+        params = flatten(OmegaConf.to_container(self.cfg, resolve=True))
+        items = [Param(k, v) for k, v in params.items() if k not in run.data.params]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            self._store("opening its run", self.client.log_batch, self.run_id, params=items[i : i + PARAMS_PER_BATCH])
+        if run_id != self.run_id:
+            return -1
+        history = self._store("opening its run", self.client.get_metric_history, self.run_id, "val/acc")
+        return max((m.step for m in history), default=-1)
+
+    def _existing(self, run_id: str):
+        """The run to continue, or None when the store lost it (or it belongs to another experiment)."""
         try:
-            old = self._store("closing the previous run", self.client.get_run, old_run_id)
-        except MlflowException:
-            return  # gone from the store
-        if old.info.status != "RUNNING":
+            run = self._store("opening its run", self.client.get_run, run_id)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise  # a store that fails is not a store without the run: never start a second one
+            log.warning("MLflow run %s is gone from the store; starting a new run", run_id)
+            return None
+        return run if run.info.experiment_id == self.experiment_id else None
+
+    def _start_system_metrics(self, interval_s: float) -> None:
+        """MLflow's system-metrics monitor, through its public switch: the fluent run, resumed on this run.
+
+        A resumed run continues the metrics' steps where the killed job left them.
+        """
+        if interval_s <= 0:
             return
-        reason = f"KILLED: no intact checkpoint was left to resume it; training started again as run {self.run_id}"
-        tracking.set_tags(self.client, old_run_id, {"error": reason}, wait_s=self.wait_s)
-        self._store("closing the previous run", self.client.set_terminated, old_run_id, "KILLED")
+        mlflow.set_system_metrics_sampling_interval(interval_s)
+        with tracking_uri_set(self.uri):
+            self._store("starting its system metrics", mlflow.start_run, run_id=self.run_id, log_system_metrics=True)
+        self.monitoring = True
+
+    def _stop_system_metrics(self) -> None:
+        """End the fluent run, which stops MLflow's monitor and writes what it has published.
+
+        Ended as RUNNING: the run's own end (store.end_run) comes after its model is logged, and an
+        active fluent run would make MLflow link every metric of step 0 to that model.
+        """
+        if not self.monitoring:
+            return
+        self.monitoring = False
+        try:
+            with tracking_uri_set(self.uri):
+                mlflow.end_run("RUNNING")
+        except Exception as e:  # the store may be what failed: the run's own end matters more
+            log.warning("could not stop the system metrics of MLflow run %s: %s", self.run_id, store.first_line(e))
 
     def _store(self, doing: str, fn, *args, **kwargs):
-        return tracking.with_retry(fn, *args, wait_s=self.wait_s, doing=doing, uri=self.uri, **kwargs)
+        return store.with_retry(fn, *args, wait_s=self.wait_s, doing=doing, uri=self.uri, **kwargs)
 
     def _log_inputs(self, inputs) -> None:
         # MLflow looks the data set up and then inserts it: jobs of one study starting together can
@@ -246,17 +318,12 @@ class TrainingRun:
                 if "UNIQUE constraint failed: datasets" not in str(e) or attempt == 2:
                     raise
 
-    def callback(self) -> tracking.MlflowTracker:
-        return tracking.MlflowTracker(self.client, self.run_id, self.last_step, self.wait_s)
+    def callback(self) -> MlflowTracker:
+        return MlflowTracker(self.client, self.run_id, self.last_step, self.wait_s)
 
     def log_parameter_count(self, n_params: int) -> None:
         if self.last_step < 0:
             self._store("logging the parameter count", self.client.log_metric, self.run_id, "params", n_params, step=0)
-
-    def _stop_monitor(self) -> None:
-        if self.monitor is not None:
-            system_metrics.stop_monitor(self.monitor)
-            self.monitor = None
 
     def _logged_model_id(self) -> str | None:
         """The id of this run's finished logged model, if a job killed after logging it left one.
@@ -281,14 +348,10 @@ class TrainingRun:
         start = time.perf_counter()
         self.model_warm_up.join()
         example = input_example(self.cfg.data.arrays, mlflow_model.EXAMPLE_IMAGES)
-        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-        mlflow.set_tracking_uri(self.uri)  # MLflow's model logging reads the global URI
-        try:
+        with tracking_uri_set(self.uri):
             info = mlflow_model.log_best_model(
                 self.client, self.client.get_run(self.run_id), checkpoint, self.cfg, self.stats, example
             )
-        finally:
-            mlflow.set_tracking_uri(previous)
         log.info("logged the best checkpoint as MLflow model %s (%.2f s)", info.model_id, time.perf_counter() - start)
         return info.model_id
 
@@ -296,7 +359,7 @@ class TrainingRun:
         """Log the model, the final numbers and the artifacts, then mark the run FINISHED.
 
         The caller marks it FAILED when this raises."""
-        self._stop_monitor()
+        self._stop_system_metrics()
         best = run_dir.checkpoints / "best.ckpt"
         model_id = self.log_model(best) if best.is_file() else None
         now = int(time.time() * 1000)
@@ -308,20 +371,17 @@ class TrainingRun:
             self._store(f"saving {f.name}", self.client.log_artifact, self.run_id, str(f))
         if best.is_file():
             self._store("saving checkpoints/best.ckpt", self.client.log_artifact, self.run_id, str(best), "checkpoints")
-        self._store("closing its run", self.client.set_terminated, self.run_id, "FINISHED")
+        store.end_run(self.client, self.run_id, "FINISHED", wait_s=self.wait_s)
 
     def fail(self, error: BaseException) -> None:
         """Mark the run KILLED (interrupted, terminated) or FAILED, with the reason in its `error` tag."""
-        self._stop_monitor()
+        self._stop_system_metrics()
         # SystemExit: Lightning's answer to SIGTERM (a scheduler's preemption, `kill`)
         status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
-        message = tracking.first_line(error, self.uri)
         # A store that just failed for retry_s gets a shorter second chance (s).
         wait_s = min(self.wait_s, 30) if isinstance(error, StoreError) else self.wait_s
         try:
-            tracking.set_tags(self.client, self.run_id, {"error": f"{type(error).__name__}: {message}"[:4000]},
-                              wait_s=wait_s)
-            tracking.with_retry(self.client.set_terminated, self.run_id, status, wait_s=wait_s, doing="closing its run",
-                                uri=self.uri)
+            store.end_run(self.client, self.run_id, status, f"{type(error).__name__}: {store.first_line(error)}",
+                          wait_s=wait_s)
         except Exception as e:  # the store itself may be what failed; the original error matters more
-            log.warning("could not mark MLflow run %s as %s: %s", self.run_id, status, tracking.first_line(e, self.uri))
+            log.warning("could not mark MLflow run %s as %s: %s", self.run_id, status, store.first_line(e))

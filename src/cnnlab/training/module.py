@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from cnnlab.models import Network
 from cnnlab.optim.lookahead import Lookahead
 from cnnlab.optim.optimizers import build_optimizer, build_schedule
-from cnnlab.optim.regularization import DirectPenalties, l1_penalty, l2_penalty, penalized_weights
+from cnnlab.optim.regularization import l1_penalty, l2_penalty, penalized_weights
 from cnnlab.process_start import seconds_since_job_start
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ class Classifier(pl.LightningModule):
         self.test_flip_tta = bool(cfg.trainer.test_flip_tta)
         self.num_classes = num_classes
         self.weights = penalized_weights(net)
-        self.direct_penalties: DirectPenalties | None = None  # set as training starts, where it applies
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self._reset("train")
         self.epoch_metrics: dict[str, float] = {}
@@ -98,10 +97,6 @@ class Classifier(pl.LightningModule):
     def on_train_start(self) -> None:
         # After on_fit_start and after a checkpoint's weights are restored; the first step comes next.
         self.startup_seconds = seconds_since_job_start()
-        t = self.trainer
-        if (self.l1 > 0 or self.l2 > 0) and DirectPenalties.applies(t.accumulate_grad_batches, t.world_size,
-                                                                    str(t.precision)):
-            self.direct_penalties = DirectPenalties(self.weights, self.l1, self.l2)
         la = self.lookahead_cfg
         if la.every > 0:
             self.lookahead = Lookahead(self.net, la.every, la.decay, self.trainer.estimated_stepping_batches)
@@ -132,22 +127,15 @@ class Classifier(pl.LightningModule):
         """The batch's loss (cross-entropy plus the penalties); its terms go into the epoch sums."""
         logits = self.net(x)
         ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        if self.direct_penalties is not None:
-            # Constants in the loss; on_after_backward adds their gradients (DirectPenalties).
-            l1, l2 = self.direct_penalties.values()
-        else:
-            l1 = self.l1 * l1_penalty(self.weights) if self.l1 > 0 else None
-            l2 = self.l2 * l2_penalty(self.weights) if self.l2 > 0 else None
+        # The lecture's penalized loss: cross-entropy + l1 * sum|w| + l2 * sum w^2, through autograd.
+        l1 = self.l1 * l1_penalty(self.weights) if self.l1 > 0 else None
+        l2 = self.l2 * l2_penalty(self.weights) if self.l2 > 0 else None
         loss = ce
         for term in (l1, l2):
             if term is not None:
                 loss = loss + term
         self._accumulate("train", ce, logits, y, l1, l2)
         return loss
-
-    def on_after_backward(self) -> None:
-        if self.direct_penalties is not None:
-            self.direct_penalties.add_gradients()
 
     def training_step(self, batch, batch_idx):
         loss = self.training_loss(*batch)

@@ -16,41 +16,34 @@ import os
 import signal
 import sys
 import time
+import traceback
 
-# Importing torch, Lightning and MLflow makes millions of objects, and the garbage collector walks
-# them again and again while they are made. Off for these imports only: `import cnnlab.training.train` took
-# 11.0-12.3 s of user CPU before, 9.7-10.4 s with this (7.6-9.5 s with the collector off for the
-# whole process); a few runs on a busy 2-core machine, so a rough figure.
-gc.disable()
-try:
-    import hydra
-    import numpy as np
-    import torch
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import DictConfig, OmegaConf, open_dict
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from cnnlab.atomic import write_text
-    from cnnlab.data.datamodule import ArrayDataModule, load_stats
-    from cnnlab.data.preprocess import check_prepared
-    from cnnlab.errors import UserError, storage_error_message
-    from cnnlab.models import build_network, count_parameters, family_of
-    from cnnlab.process_start import seconds_since_job_start
-    from cnnlab.study.config import check_accelerator, fingerprint, validate
-    from cnnlab.study.studies import CONF_DIR, apply_tuned_rate, register_schema
-    from cnnlab.tracking import store as tracking
-    from cnnlab.tracking.redaction import redact_logs, redact_text, redacted_traceback
-    from cnnlab.training import command_line
-    from cnnlab.training.artifacts import write_run_artifacts
-    from cnnlab.training.gpu import pin_to_free_gpu
-    from cnnlab.training.mlflow_run import TrainingRun, run_tags, variant_context
-    from cnnlab.training.module import Classifier, NonFiniteLossError
-    from cnnlab.training.rundir import RunDir
-    from cnnlab.training.trainer import build_trainer, denormals_flushed, quiet_lightning
-finally:
-    gc.enable()
+from cnnlab.atomic import write_text
+from cnnlab.data.datamodule import ArrayDataModule, load_stats
+from cnnlab.data.preprocess import check_prepared
+from cnnlab.errors import UserError, storage_error_message
+from cnnlab.models import build_network, count_parameters, family_of
+from cnnlab.process_start import seconds_since_job_start
+from cnnlab.study.config import check_accelerator, fingerprint, validate
+from cnnlab.study.studies import CONF_DIR, apply_tuned_rate, register_schema
+from cnnlab.tracking.store import quiet_mlflow
+from cnnlab.tracking.uri import move_environment_credentials
+from cnnlab.training import command_line
+from cnnlab.training.artifacts import write_run_artifacts
+from cnnlab.training.gpu import pin_to_free_gpu
+from cnnlab.training.mlflow_run import TrainingRun, run_tags, variant_context
+from cnnlab.training.module import Classifier, NonFiniteLossError
+from cnnlab.training.rundir import RunDir
+from cnnlab.training.trainer import build_trainer, denormals_flushed, quiet_lightning
 
 log = logging.getLogger("cnnlab.training.train")
 
@@ -67,7 +60,7 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     check_prepared(cfg.data.arrays)
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
-    gpu_lock = pin_to_free_gpu() if cfg.trainer.accelerator in ("auto", "gpu", "cuda") else None  # noqa: F841
+    gpu_lock = pin_to_free_gpu() if _runs_on_one_gpu(cfg) else None  # noqa: F841
     run_dir = RunDir(cfg.run.dir)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(cfg)
@@ -165,6 +158,14 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     return result
 
 
+def _runs_on_one_gpu(cfg: DictConfig) -> bool:
+    """Whether this process should take a GPU slot: a run on one device may. A DDP run (devices > 1)
+    needs every GPU it was given, and its ranks that Lightning relaunches (LOCAL_RANK set) inherit
+    rank zero's GPUs."""
+    return (cfg.trainer.accelerator in ("auto", "gpu", "cuda") and cfg.trainer.devices == 1
+            and "LOCAL_RANK" not in os.environ)
+
+
 def _failure(error: BaseException) -> tuple[int, str] | None:
     """Exit code and sentence for a failure the user can act on; None for a bug (its traceback is wanted)."""
     if isinstance(error, UserError):
@@ -178,38 +179,22 @@ def _failure(error: BaseException) -> tuple[int, str] | None:
 def _exit_on_failure(error: BaseException, bug_traceback: bool = False) -> None:
     failure = _failure(error)
     if failure is None:
-        if bug_traceback:  # Hydra's own would print it with any credentials in it
-            print(redacted_traceback(error), file=sys.stderr)
+        if bug_traceback:  # the whole of it: Hydra's own handler would shorten it
+            traceback.print_exception(error, file=sys.stderr)
             raise SystemExit(1) from None
         return
-    print(f"cnnlab-train: error: {redact_text(failure[1])}", file=sys.stderr)
+    print(f"cnnlab-train: error: {failure[1]}", file=sys.stderr)
     raise SystemExit(failure[0]) from None  # past Hydra's handler, which would print a traceback
 
 
-_COMMAND_LINE: list[str] = []  # as typed: Lightning's DDP re-launches this command for each process
-
-
-def _redact_hydra_record(hydra_cfg) -> None:
-    """Hydra saves the overrides and composed config (tracking URI included) in `.hydra/` before
-    the job starts: rewrite them without credentials, as every other file of the run folder is."""
-    if not hydra_cfg.output_subdir:
-        return
-    record = os.path.join(hydra_cfg.runtime.output_dir, hydra_cfg.output_subdir)
-    for name in sorted(os.listdir(record)) if os.path.isdir(record) else ():
-        path = os.path.join(record, name)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        redacted = redact_text(text)
-        if redacted != text:
-            write_text(path, redacted)
+# As typed, credentials moved out: Lightning's DDP re-launches this command for each process.
+_COMMAND_LINE: list[str] = []
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def run_job(cfg: DictConfig) -> float | None:
     """One job of `cnnlab-train`: Hydra's config, checked, trained; returns the test accuracy."""
-    redact_logs()  # Hydra has set up logging by now
     hydra_cfg = HydraConfig.get()
-    _redact_hydra_record(hydra_cfg)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         with open_dict(cfg):
             cfg.run.dir = os.path.join(hydra_cfg.sweep.dir, hydra_cfg.sweep.subdir)
@@ -229,10 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet_lightning()
     register_schema()
     typed = list(sys.argv) if argv is None else [sys.argv[0], *argv]
-    _COMMAND_LINE[:] = typed
     try:
-        with tracking.quiet_mlflow():
-            sys.argv = [typed[0], *command_line.prepare(typed[1:])]
+        # Where the command starts, once: a URI's credentials go into MLflow's variables, so no
+        # config, Hydra record, run folder or re-launched command line holds them.
+        move_environment_credentials()
+        _COMMAND_LINE[:] = [typed[0], *command_line.without_credentials(typed[1:])]
+        with quiet_mlflow():
+            sys.argv = [_COMMAND_LINE[0], *command_line.prepare(_COMMAND_LINE[1:])]
             run_job()
     except Exception as e:
         _exit_on_failure(e)
@@ -241,9 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = typed
         if argv is None:
             # The program ends next. Freezing the heap (millions of objects from torch, Lightning,
-            # MLflow) spares the interpreter's garbage collections at exit: 3-4 s per job before,
-            # 0.4-0.6 s after (a tiny job, measured under load). Not for callers that pass argv
-            # (tests, other code): their process goes on and should collect its garbage.
+            # MLflow) spares the interpreter's garbage collections at exit (docs/notes.md). Not for
+            # callers that pass argv (tests, other code): their process goes on and should collect.
             gc.freeze()
     return 0
 

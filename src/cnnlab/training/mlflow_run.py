@@ -94,9 +94,7 @@ def variant_context(cfg, conf_dir: Path) -> dict:
         variant = study.variant(cfg.run.variant)
     except UserError:
         return none
-    family = study.model_choice(variant.name)
-    baselines = [v.name for v in study.variants.values() if v.baseline and study.model_choice(v.name) == family]
-    return {"adds": variant.adds, "baseline": baselines[0] if baselines else "", "combined": variant.combined}
+    return {"adds": variant.adds, "baseline": study.baseline_of(variant.name) or "", "combined": variant.combined}
 
 
 def run_note(cfg, context: dict) -> str:

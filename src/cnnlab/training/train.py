@@ -42,7 +42,7 @@ from cnnlab.training.gpu import pin_to_free_gpu
 from cnnlab.training.mlflow_run import TrainingRun, run_tags, variant_context
 from cnnlab.training.module import Classifier, NonFiniteLossError
 from cnnlab.training.rundir import RunDir
-from cnnlab.training.trainer import build_trainer, denormals_flushed, quiet_lightning
+from cnnlab.training.trainer import build_trainer, choose_precision, denormals_flushed, quiet_lightning
 
 log = logging.getLogger("cnnlab.training.train")
 
@@ -79,6 +79,8 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
         module.fit_to_data_from = datamodule
     if cfg.trainer.compile:
         net.compile()
+    precision = choose_precision(cfg, run_dir, resuming=resume is not None)
+    log.info("precision: %s", precision.describe())
 
     run = None
     if cfg.tracking.enabled and rank_zero_only.rank == 0:
@@ -94,7 +96,8 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     try:
         if run is not None:
             run.log_parameter_count(n_params)
-        trainer, best = build_trainer(cfg, run_dir, [run.callback()] if run else [])
+            log_new_params(run, precision.params(), cfg.tracking.retry_s)
+        trainer, best = build_trainer(cfg, run_dir, [run.callback()] if run else [], precision.precision)
         if resume is not None:
             log.info("resuming from %s", resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -155,6 +158,16 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     run_dir.save_result(result)
     log.info("%s seed %s: test/acc %.4f", cfg.run.variant, cfg.seed, result["test_acc"])
     return result
+
+
+def log_new_params(run: TrainingRun, params: dict[str, str], wait_s: float) -> None:
+    """Log params the run does not have yet (a resumed run keeps those of its first start)."""
+    from mlflow.entities import Param
+
+    have = tracking.with_retry(run.client.get_run, run.run_id, wait_s=wait_s, doing="reading its params").data.params
+    new = [Param(k, v) for k, v in params.items() if k not in have]
+    if new:
+        tracking.with_retry(run.client.log_batch, run.run_id, params=new, wait_s=wait_s, doing="logging its precision")
 
 
 def _failure(error: BaseException) -> tuple[int, str] | None:

@@ -70,7 +70,9 @@ class TrainerConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on the CPU
+    # Lightning's name, on any device. auto: bf16-mixed on a GPU with bf16; on the CPU bf16-mixed where
+    # it has native bf16 and a probe finds it faster for the family, else 32-true (cnnlab.study.precision).
+    precision: str = "auto"
     channels_last: str = "auto"  # auto (convolutional networks), true or false
     compile: bool = False
     threads: int = 0  # torch threads on the CPU (0 = as the environment says)

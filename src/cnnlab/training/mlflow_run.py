@@ -319,6 +319,15 @@ class TrainingRun:
     def callback(self) -> MlflowTracker:
         return MlflowTracker(self.client, self.run_id, self.last_step, self.wait_s)
 
+    def log_new_params(self, params: dict[str, str]) -> None:
+        """Log the params the run does not have yet: a resumed run keeps those of its first start."""
+        from mlflow.entities import Param
+
+        have = self._store("reading its params", self.client.get_run, self.run_id).data.params
+        new = [Param(k, str(v)) for k, v in params.items() if k not in have]
+        if new:
+            self._store("logging its params", self.client.log_batch, self.run_id, params=new)
+
     def log_parameter_count(self, n_params: int) -> None:
         if self.last_step < 0:
             self._store("logging the parameter count", self.client.log_metric, self.run_id, "params", n_params, step=0)

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 
 from cnnlab.data.download import fetch_archive
@@ -32,10 +33,12 @@ def prepared_arrays(args) -> Path:
     return arrays
 
 
-def train_epoch(net, opt, batches) -> None:
-    """One epoch of the plain step (forward, cross-entropy, backward, optimizer step)."""
+def train_epoch(net, opt, batches, bf16: bool = False) -> None:
+    """One epoch of the plain step (forward, cross-entropy, backward, optimizer step); bf16: the forward
+    pass and the loss under bf16 autocast, as Lightning's bf16-mixed runs them."""
     for xb, yb in batches:
-        loss = F.cross_entropy(net(xb), yb)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(net(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

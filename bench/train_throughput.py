@@ -1,6 +1,6 @@
-"""Training images/s of the pipeline against a hand-written PyTorch loop, over two windows.
+"""Training images/s of the pipeline against a hand-written PyTorch loop, over two windows, per precision.
 
-    python -m bench.train_throughput [--images 10000 --epochs 4 --threads 1 --rounds 2]
+    python -m bench.train_throughput [--images 10000 --epochs 4 --threads 1 --rounds 2 --precisions 32-true,bf16-mixed]
 
 Both sides are timed over the same window, for two windows:
 
@@ -19,13 +19,15 @@ Both sides are timed over the same window, for two windows:
   `on_train_epoch_start` to `on_validation_start`) against the bare loop's training steps alone.
 
 The bare loop trains the same network (same seed, init, optimizer, batch size, augmentation calls)
-over the same in-memory tensors with index slices. Each side runs in its own fresh process (a
+over the same in-memory tensors with index slices, at the same precision (bf16-mixed: the forward
+passes and losses under `torch.autocast("cpu", dtype=torch.bfloat16)`, as Lightning runs them).
+Each side runs in its own fresh process (a
 loop run after another in one process finds the allocator and caches warm and reads fast), the
 sides alternate, and the median is taken. The first epoch of each process is warm-up and not
 counted. Each family's lines also give the fastest single epoch of each side, the figure least
 moved by other load on a shared machine. The load average is printed at the start and the end.
-Last line: `pipeline_vs_bare_loop_whole_epoch: <ratio>x` (the lower of MLP and CNN, medians of
-images/s); the line before it gives the step-only figure the same way.
+Last line: `pipeline_vs_bare_loop_whole_epoch: <ratio>x` (the lowest of MLP and CNN at each
+precision, medians of images/s); the line before it gives the step-only figure the same way.
 """
 
 from __future__ import annotations
@@ -58,13 +60,14 @@ WINDOWS = ("whole_epoch", "step_only")
 
 
 @torch.no_grad()
-def evaluate(net, batches) -> float:
+def evaluate(net, batches, bf16: bool) -> float:
     """Accuracy over the batches in eval mode, with the loss computed as the pipeline does."""
     correct = torch.zeros(())
     n = 0
     for xb, yb in batches:
-        logits = net(xb)
-        F.cross_entropy(logits, yb)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(xb)
+            F.cross_entropy(logits, yb)
         correct += (logits.argmax(1) == yb).sum()
         n += len(yb)
     return float(correct) / max(n, 1)
@@ -88,6 +91,7 @@ def bare_loop(cfg, raw: dict, epochs: int, checkpoints: Path) -> dict[str, list[
     opt = torch.optim.SGD(net.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum)
     batches = TrainBatches(x, y, cfg.trainer.batch_size, cfg.seed, cfg.augment, cfg.data.train_images, cl)
     checkpoints.mkdir(parents=True, exist_ok=True)
+    bf16 = cfg.trainer.precision == "bf16-mixed"
     best_acc = -1.0
     seconds = {"step_only": [], "whole_epoch": []}
     for epoch in range(epochs):
@@ -95,11 +99,11 @@ def bare_loop(cfg, raw: dict, epochs: int, checkpoints: Path) -> dict[str, list[
         net.train()
         batches.set_epoch(epoch)
         trained_from = time.perf_counter()
-        train_epoch(net, opt, batches)
+        train_epoch(net, opt, batches, bf16)
         seconds["step_only"].append(time.perf_counter() - trained_from)
         net.eval()
-        val_acc = evaluate(net, val)
-        evaluate(net, probe)
+        val_acc = evaluate(net, val, bf16)
+        evaluate(net, probe, bf16)
         state = {"epoch": epoch, "net": net.state_dict(), "optimizer": opt.state_dict()}
         torch.save(state, checkpoints / "last.pt")
         if val_acc > best_acc:
@@ -129,7 +133,7 @@ def one_side(args) -> None:
         cfg = compose_config(
             [f"data.arrays={arrays}", f"data.train_images={args.images}", f"trainer.max_epochs={args.epochs}",
              f"augment={args.augment}", f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"run.dir={tmp}/run",
-             "trainer.progress_bar=false", f"trainer.threads={args.threads}"],
+             "trainer.progress_bar=false", f"trainer.threads={args.threads}", f"trainer.precision={args.precision}"],
             study="lecture", variant=f"{args.family}_baseline", seed=0,
         )
         if args.side == "pipeline":
@@ -154,8 +158,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--augment", default="shift_flip", help="augment config for both sides")
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per side (order alternates)")
+    parser.add_argument("--precisions", default="32-true,bf16-mixed", help="trainer.precision values, comma-separated")
+    parser.add_argument("--families", default="mlp,cnn", help="model families, comma-separated")
     parser.add_argument("--side", choices=["pipeline", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--family", default="mlp", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="32-true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch of each process is warm-up")
@@ -168,13 +175,14 @@ def main() -> None:
           f"threads {args.threads}, {args.images} images/epoch, {args.epochs} epochs (first is warm-up), "
           f"augment={args.augment}, {args.rounds} fresh processes per side", flush=True)
     ratios = {window: {} for window in WINDOWS}
-    for family in ("mlp", "cnn"):
+    for family, precision in [(f, p) for p in args.precisions.split(",") for f in args.families.split(",")]:
         rates = {w: {"pipeline": [], "bare": []} for w in WINDOWS}
         best = {w: {"pipeline": [], "bare": []} for w in WINDOWS}
         # Alternate the order (bare, pipeline, pipeline, bare, ...) so drift in machine speed cancels.
         order = [s for r in range(args.rounds) for s in (("bare", "pipeline") if r % 2 == 0 else ("pipeline", "bare"))]
         for side in order:
             cmd = [sys.executable, "-m", "bench.train_throughput", "--side", side, "--family", family,
+                   "--precision", precision,
                    "--images", str(args.images), "--epochs", str(args.epochs), "--threads", str(args.threads),
                    "--augment", args.augment, "--archive", args.archive, "--md5", args.md5, "--workdir", args.workdir]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO,
@@ -185,12 +193,13 @@ def main() -> None:
                 best[w][side].append(measured[w]["best_images_per_sec"])
         for w in WINDOWS:
             pipe, bare = statistics.median(rates[w]["pipeline"]), statistics.median(rates[w]["bare"])
-            ratios[w][family] = pipe / bare
+            ratios[w][family, precision] = pipe / bare
             fastest = max(best[w]["pipeline"]) / max(best[w]["bare"])
-            print(f"{family} {w.replace('_', '-')}: pipeline {pipe:,.0f} images/s "
+            print(f"{family} {precision} {w.replace('_', '-')}: pipeline {pipe:,.0f} images/s "
                   f"{[round(v) for v in rates[w]['pipeline']]}, bare loop {bare:,.0f} images/s "
-                  f"{[round(v) for v in rates[w]['bare']]}, ratio {ratios[w][family]:.3f}; fastest epoch of each "
-                  f"side: {max(best[w]['pipeline']):,.0f} against {max(best[w]['bare']):,.0f}, ratio {fastest:.3f}",
+                  f"{[round(v) for v in rates[w]['bare']]}, ratio {ratios[w][family, precision]:.3f}; "
+                  f"fastest epoch of each side: {max(best[w]['pipeline']):,.0f} against "
+                  f"{max(best[w]['bare']):,.0f}, ratio {fastest:.3f}",
                   flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"pipeline_vs_bare_loop_step_only: {min(ratios['step_only'].values()):.3f}x")

@@ -20,23 +20,37 @@ def test_every_variant_of_every_study_composes_and_builds(study):
         assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_lecture_study_has_baseline_each_optimization_and_all_for_both_families():
+def test_lecture_study_has_baselines_each_optimization_in_its_regime_and_all_for_both_families():
     st = load_study("lecture")
-    assert len(st.seeds) == 3
+    assert st.seeds == (0, 1, 2, 3, 4) and st.regimes["limited"].seeds == (0, 1, 2, 3, 4)
+    in_regime = {"full": {"zscore", "adaptive_lr", "batch_norm"}, "limited": {"augmentation", "l1", "l2", "dropout"}}
     for family in ("mlp", "cnn"):
         names = {v for v in st.variants if v.startswith(family + "_")} - {"cnn_gap"}
-        expected = {"baseline", "zscore", "augment", "adaptive_lr", "l1", "l2", "dropout", "batchnorm", "all"}
+        expected = {"baseline", "limited_baseline", "zscore", "augment", "adaptive_lr", "l1", "l2", "dropout",
+                    "batchnorm", "all"}
         assert names == {f"{family}_{k}" for k in expected}
         assert st.variants[f"{family}_baseline"].baseline and st.variants[f"{family}_all"].combined
-        assert {st.variants[f"{family}_{k}"].optimization for k in expected - {"baseline", "all"}} == {
-            "zscore", "augmentation", "adaptive_lr", "l1", "l2", "dropout", "batch_norm"}
+        assert st.variants[f"{family}_limited_baseline"].baseline
+        for regime, optimizations in in_regime.items():
+            variants = [v for v in st.variants.values()
+                        if v.name.startswith(family) and v.optimization in optimizations]
+            assert {v.optimization for v in variants} == optimizations
+            assert {v.regime for v in variants} == {regime}  # each optimization is tested in one regime only
+            assert {st.baseline_of(v.name) for v in variants} == {
+                f"{family}_baseline" if regime == "full" else f"{family}_limited_baseline"}
+        assert st.variants[f"{family}_all"].regime == "full"
     base = compose_config(study="lecture", variant="mlp_baseline", seed=0)
     assert base.data.normalize == "unit" and base.augment.translate == 0 and not base.augment.flip
     assert base.optimizer._target_ == "torch.optim.SGD" and base.optimizer.momentum == 0
     assert base.schedule._target_ == "cnnlab.optim.schedules.constant"
-    assert base.regularization.l1 == 0 and base.regularization.l2 == 0
+    assert base.regularization.l1 == 0 and base.regularization.l2 == 0 and base.data.train_subset == 0
+    limited = compose_config(study="lecture", variant="cnn_limited_baseline", seed=0)
+    assert (limited.data.train_subset, limited.data.normalize, limited.augment.translate) == (5000, "zscore", 0)
+    assert limited.optimizer._target_ == "torch.optim.SGD" and limited.regularization.l2 == 0
+    l2 = compose_config(study="lecture", variant="cnn_l2", seed=0)
+    assert (l2.data.train_subset, l2.data.normalize, l2.regularization.l2) == (5000, "zscore", 1e-4)
     quick = load_study("quick")
-    assert set(quick.variants) == set(st.variants) and len(quick.seeds) == 1
+    assert set(quick.variants) == set(st.variants) and {len(quick.seeds_of(v)) for v in quick.variants} == {1}
 
 
 def test_mlp_parameter_count_matches_hand_computation():

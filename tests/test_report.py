@@ -258,3 +258,23 @@ def test_command_line_reports_a_user_error_in_one_line(fixture, capsys, tmp_path
     (fixture.conf / "study" / "nevertrained.yaml").write_text(STUDY_YAML)
     assert report_main([*args, "--study", "nevertrained"]) == 1
     assert "no MLflow experiment named 'nevertrained'" in capsys.readouterr().err
+
+
+def test_claims_csv_gives_each_claim_its_regime_delta_and_both_verdicts(built):
+    _, out = built
+    rows = pd.read_csv(out / "claims.csv").set_index("model")
+    assert {"regime", "delta", "unadjusted_verdict", "verdict", "p_difference_adjusted", "adjustment"} <= set(rows)
+    # The baselines, paired by seed: CNN - MLP = +12 and +14 points; 95% interval 13 +- 12.71 on 1 df.
+    base = rows.loc["cnn_baseline vs mlp_baseline"]
+    assert (base.regime, base.delta, base.n_seeds) == ("full", 1.0, 2)
+    assert (base.ci_low, base.ci_high) == (pytest.approx(13 - 12.706, abs=1e-3), pytest.approx(13 + 12.706, abs=1e-3))
+    assert base.unadjusted_verdict == "holds"
+    # The family is every claim with two seeds; Holm over it can only raise p.
+    tested = rows[rows.n_seeds >= 2]
+    assert (tested.p_difference_adjusted >= tested.p_difference).all() and set(tested.adjustment) == {"holm"}
+    expected = "holds" if base.p_difference_adjusted < 0.05 else "inconclusive"
+    assert base.verdict == expected
+    one_seed = rows[rows.n_seeds == 1]
+    assert (one_seed.verdict == "inconclusive: one seed decides nothing").all() and len(one_seed)
+    html = (out / "report.html").read_text()
+    assert "delta = 1 point" in html and "Holm&#x27;s step-down" in html

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from cnnlab.errors import UserError
+from cnnlab.report.sections import tuning as tuning_section
 from cnnlab.study import estimate
 from cnnlab.study.studies import CONF_DIR, compose_config, load_study, variant_composer
 from cnnlab.study.tuning import choose, read_learning_rates, tuned_override, write_learning_rates
@@ -55,9 +56,9 @@ def test_a_sweep_expands_each_variant_at_each_value_with_its_budget_last(conf):
     assert (point.sweep_of, point.sweep_value, sweep.sweep_key, sweep.tune_lr) == (
         "cnn_baseline", 0.3, "optimizer.lr", None)
     cfg = compose_config(study="cpu_lr_sweep", variant="cnn_baseline_lr_0_3", conf_dir=conf)
-    # The cpu study gives the CNN 10 epochs; the sweep's own budget wins.
-    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.train_images) == (0.3, 3, 10000)
-    assert cfg.trainer.if_loss_diverges == "record"
+    # The cpu study gives the CNN 8 epochs; the sweep's own budget wins: the first 3, on every image.
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.train_images, cfg.data.train_subset) == (0.3, 3, 0, 0)
+    assert cfg.trainer.if_loss_diverges == "record" and sweep.sweep_tie_points == 1.0
 
 
 @pytest.mark.parametrize("sweep, message", [
@@ -86,12 +87,29 @@ def test_the_best_validation_accuracy_wins_and_a_diverged_rate_never_does(conf):
     assert rates["cnn"]["optimizer"] == "torch.optim.SGD" and rates["cnn"]["setting"] == "optimizer.lr"
 
 
+def test_the_choice_says_how_clear_it_is_and_a_tie_goes_to_the_first_value_listed(conf):
+    sweep = load_study("cpu_lr_sweep", conf)
+    # The CNN's three rates as measured on the sweep's budget (seed 0, docs/notes.md): 0.3 ahead by 2.6 points.
+    acc = {"cnn_baseline_lr_0_03": [0.2920], "cnn_baseline_lr_0_1": [0.4424], "cnn_baseline_lr_0_3": [0.4686],
+           # The MLP's best two within 1 point: a tie, broken toward the first listed (the smaller rate).
+           "mlp_baseline_lr_0_03": [0.301], "mlp_baseline_lr_0_1": [0.305], "mlp_baseline_lr_0_3": [0.20]}
+    rates = choose(sweep, acc, variant_composer(sweep, conf))
+    assert rates["cnn"]["value"] == 0.3 and rates["cnn"]["tie"] == [0.3]
+    assert rates["cnn"]["lead"] == pytest.approx(2.62)
+    assert (rates["mlp"]["best"], rates["mlp"]["value"], rates["mlp"]["tie"]) == (0.1, 0.03, [0.03, 0.1])
+    assert tuning_section.how_clear(rates["cnn"], 1.0).startswith("ahead of the next by 2.6 points")
+    said = tuning_section.how_clear(rates["mlp"], 1.0)
+    assert said.startswith("a tie: 0.03, 0.1 within 1 points of the best (0.1)") and said.endswith("first listed, 0.03")
+
+
 def test_runs_of_the_same_family_and_optimizer_take_the_chosen_rate(conf, tmp_path):
     path = tmp_path / "rates.json"
     path.write_text(json.dumps(chosen_rates(conf)))
     tuned = lambda v: compose_config([f"run.learning_rates={path}"], study="cpu", variant=v, conf_dir=conf)  # noqa: E731
-    assert tuned("mlp_baseline").optimizer.lr == 0.1 and tuned("mlp_l2").optimizer.lr == 0.1
-    assert tuned("cnn_dropout").optimizer.lr == 0.03 and tuned("cnn_gap").optimizer.lr == 0.03
+    assert tuned("mlp_baseline").optimizer.lr == 0.1 and tuned("mlp_zscore").optimizer.lr == 0.1
+    assert tuned("cnn_batchnorm").optimizer.lr == 0.03 and tuned("cnn_gap").optimizer.lr == 0.03
+    # The limited regime sets its own rates (test_regimes.py): the sweep's do not replace them.
+    assert tuned("mlp_l2").optimizer.lr == 0.03 and tuned("cnn_dropout").optimizer.lr == 0.1
     # Adam keeps its own rate; without the file the config's rate stands.
     assert tuned("cnn_adaptive_lr").optimizer.lr == 0.001 and tuned("mlp_all").optimizer.lr == 0.001
     assert compose_config(study="cpu", variant="mlp_baseline", conf_dir=conf).optimizer.lr == 0.01
@@ -122,6 +140,10 @@ def test_the_estimate_adds_epochs_over_measured_throughput_and_splits_the_jobs_o
     cfg = compose_config(["trainer.max_epochs=4", "data.train_probe_images=1000"], conf_dir=conf)
     # 4 epochs x (45,000 trained + (5,000 + 1,000) / 3 evaluated) images at 1,000 images/s, plus the allowance.
     assert estimate.job_seconds(cfg, 1000.0, 45000, 5000) == pytest.approx(4 * 47.0 + estimate.JOB_OVERHEAD_S)
+    # A limited regime's job: 4 x (5,000 + (5,000 + 1,000) / 3) images.
+    limited = compose_config(["trainer.max_epochs=4", "data.train_probe_images=1000", "data.train_subset=5000"],
+                             conf_dir=conf)
+    assert estimate.job_seconds(limited, 1000.0, 45000, 5000) == pytest.approx(4 * 7.0 + estimate.JOB_OVERHEAD_S)
     assert estimate.images_per_second(cfg, estimate.torch.device("cpu"), steps=2) > 0
     jobs = [estimate.Job("s", f"v{i}", cfg) for i in range(4)]
     one, two = (estimate.estimate(jobs, slots, estimate.torch.device("cpu"), 45000, 5000) for slots in (1, 2))

@@ -3,6 +3,7 @@
 # Nothing absolute and nothing secret is a rule's parameter: params are rerun triggers (an absolute
 # path would rerun every job after the project folder moves) and, like shell commands, they are
 # printed and kept in .snakemake/metadata. Absolute paths go into shell commands quoted ({x:q}).
+import json
 import os
 import sys
 from pathlib import Path
@@ -176,7 +177,7 @@ def variant_fingerprint(wildcards):
 def study_results(wildcards):
     """Every training result of the study: one per (variant, seed)."""
     study = STUDIES[wildcards.study]
-    return expand(RUN_RESULT, study=study.name, variant=list(study.variants), seed=study.seeds)
+    return [RUN_RESULT.format(study=study.name, variant=v, seed=s) for v, s in study.jobs()]
 
 
 def learning_rates(wildcards):
@@ -235,12 +236,16 @@ def start_warm_process():
 
 
 def announce_training_jobs(pending):
-    """Print the training jobs still to run and an estimate of their wall time (cnnlab.study.estimate)."""
-    from cnnlab.study.estimate import announce
+    """Print the training jobs still to run, each family's precision and an estimate of their wall
+    time (cnnlab.study.estimate); hand the measured bf16 speed-ups to the jobs (cnnlab.study.precision)."""
+    from cnnlab.study.estimate import announce, bf16_speedups
+    from cnnlab.study.precision import SPEEDUP_VARIABLE
 
     if pending:
         slots = workflow.global_resources["gpu"].value or 0 if "gpu" in workflow.global_resources else 0
         # Jobs sharing a GPU share its speed: the estimate counts whole GPUs (the measured rate is one job's).
         gpus = max(1, slots // JOBS_PER_GPU) if slots else 0
         n_eval = config["val_size"]
-        announce(pending, CONF_DIR, gpus or workflow.cores, gpus, config["train_records"] - n_eval, n_eval)
+        result = announce(pending, CONF_DIR, gpus or workflow.cores, gpus, config["train_records"] - n_eval, n_eval)
+        # Inherited by every job, not a param: a new measurement must not re-run finished jobs.
+        os.environ[SPEEDUP_VARIABLE] = json.dumps(bf16_speedups(result))

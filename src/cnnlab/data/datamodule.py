@@ -9,6 +9,7 @@ import torch
 
 from cnnlab.data.batches import EvalBatches, TrainBatches, normalize
 from cnnlab.data.preprocess import load_arrays, load_stats, stats_path  # noqa: F401 (load_stats, stats_path: their old home)
+from cnnlab.data.subset import fixed_subset
 
 # Filled in the warm process (cnnlab.launch.forkserver) before it forks a job: the arrays of the file its
 # jobs name, images already scaled to [0, 1]. The jobs forked from it share these pages instead of
@@ -64,8 +65,11 @@ class ArrayDataModule(pl.LightningDataModule):
         mean, std = (self.stats["mean"], self.stats["std"]) if zs else (None, None)
         self.arrays = {}
         for split in ("train", "val", "test"):
-            x = raw[f"x_{split}"].to(device)
-            self.arrays[split] = (normalize(x, mean, std), raw[f"y_{split}"].long().to(device))
+            x, y = raw[f"x_{split}"], raw[f"y_{split}"]
+            if split == "train" and self.cfg.data.train_subset:
+                keep = fixed_subset(y, self.cfg.data.train_subset, self.cfg.data.train_subset_seed)
+                x, y = x.index_select(0, keep), y.index_select(0, keep)
+            self.arrays[split] = (normalize(x.to(device), mean, std), y.long().to(device))
 
     def train_dataloader(self):
         x, y = self.arrays["train"]

@@ -89,30 +89,29 @@ def collect_runs(client: MlflowClient, study: Study, with_history: bool = True) 
             key = (tags.get("variant", ""), int(tags.get("seed", "-1")))
         except ValueError:
             continue
-        if key[0] not in study.variants or key[1] not in study.seeds:
+        if key[0] not in study.variants or key[1] not in study.seeds_of(key[0]):
             continue  # a run of a variant or seed the study file no longer lists
         if key not in chosen or _preference(run) > _preference(chosen[key]):
             chosen[key] = run
     records = []
-    for variant in study.variants:
-        for seed in study.seeds:
-            run = chosen.get((variant, seed))
-            if run is None:
-                records.append(RunRecord(variant, seed, MISSING, error="no run in the tracking store"))
-                continue
-            state, error = _state(run)
-            records.append(
-                RunRecord(
-                    variant,
-                    seed,
-                    state,
-                    run.info.run_id,
-                    error,
-                    dict(run.data.tags),
-                    dict(run.data.metrics),
-                    dict(run.data.params),
-                )
+    for variant, seed in study.jobs():
+        run = chosen.get((variant, seed))
+        if run is None:
+            records.append(RunRecord(variant, seed, MISSING, error="no run in the tracking store"))
+            continue
+        state, error = _state(run)
+        records.append(
+            RunRecord(
+                variant,
+                seed,
+                state,
+                run.info.run_id,
+                error,
+                dict(run.data.tags),
+                dict(run.data.metrics),
+                dict(run.data.params),
             )
+        )
     if with_history:
         fetch_histories(client, [r for r in records if r.run_id])
     log.info("%d runs in the store for %d (variant, seed) pairs", len(chosen), len(records))

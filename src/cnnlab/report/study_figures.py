@@ -12,6 +12,7 @@ from cnnlab.figures import plt
 from cnnlab.padding import PADDING_MODES
 from cnnlab.report.runs import FINISHED, RunRecord
 from cnnlab.report.summary import sample_std
+from cnnlab.study.studies import FULL
 
 FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -25,33 +26,37 @@ def family_color(table: pd.DataFrame, family: str) -> str:
     return FAMILY_COLORS[families.index(family) % len(FAMILY_COLORS)] if family in families else "tab:gray"
 
 
-def baselines(study, table: pd.DataFrame) -> dict[str, str]:
-    """family -> the variant the study marks as its baseline (`baseline: true`)."""
-    rows = table[table.variant.map(lambda v: study.variants[v].baseline)]
+def baselines(study, table: pd.DataFrame, regime: str = FULL) -> dict[str, str]:
+    """family -> the variant the study marks as its baseline (`baseline: true`) in a regime."""
+    rows = table[table.variant.map(lambda v: study.variants[v].baseline and study.variants[v].regime == regime)]
     return {r.model: r.variant for r in rows.itertuples()}
 
 
 def ablation_table(study, table: pd.DataFrame, records: list[RunRecord]) -> pd.DataFrame:
-    """Change in test accuracy over the family's baseline, paired by seed (same seed, same start).
+    """Change in test accuracy over the baseline of the variant's family and regime, paired by seed.
 
     Error: sample std of the per-seed differences; 0 for one shared seed.
     """
     acc = {(r.variant, r.seed): r.metric("test/acc") for r in records if r.state == FINISHED}
     rows = []
-    for family, base in baselines(study, table).items():
-        for r in table[(table.model == family) & (table.variant != base)].itertuples():
-            diffs = [acc[(r.variant, s)] - acc[(base, s)] for (v, s) in acc if v == r.variant and (base, s) in acc]
-            rows.append(
-                {
-                    "model": family,
-                    "variant": r.variant,
-                    "adds": r.adds,
-                    "combined": study.variants[r.variant].combined,
-                    "delta_mean": float(np.mean(diffs)) if diffs else math.nan,
-                    "delta_std": sample_std(diffs) if diffs else math.nan,
-                    "n_pairs": len(diffs),
-                }
-            )
+    for r in table.itertuples():
+        base = study.baseline_of(r.variant)
+        if study.variants[r.variant].baseline or base is None:
+            continue
+        regime = study.variants[r.variant].regime
+        diffs = [acc[(r.variant, s)] - acc[(base, s)] for (v, s) in acc if v == r.variant and (base, s) in acc]
+        rows.append(
+            {
+                "model": r.model,
+                "variant": r.variant,
+                # the regime's name where it is not the full data: each bar is against its own regime's baseline
+                "adds": r.adds if regime == FULL else f"{r.adds} ({regime})",
+                "combined": study.variants[r.variant].combined,
+                "delta_mean": float(np.mean(diffs)) if diffs else math.nan,
+                "delta_std": sample_std(diffs) if diffs else math.nan,
+                "n_pairs": len(diffs),
+            }
+        )
     columns = ["model", "variant", "adds", "combined", "delta_mean", "delta_std", "n_pairs"]
     return pd.DataFrame(rows, columns=columns)
 

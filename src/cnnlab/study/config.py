@@ -33,6 +33,10 @@ class DataConfig:
     arrays: str = "results/data/cifar10.npz"
     normalize: str = "unit"  # unit: pixels / 255; zscore: per-channel (x - mean) / std of the training split
     train_images: int = 0  # use only the first N shuffled training images per epoch (0 = all)
+    # Train on a fixed subset of N training images (0 = all), the same N whatever the variant or the
+    # run's seed: a data-limited regime (cnnlab.data.subset). Validation and test stay whole.
+    train_subset: int = 0
+    train_subset_seed: int = 0  # which subset: its own seed, not the run's
     train_probe_images: int = 2000  # training images scored in eval mode each epoch (train/validation gap)
 
 
@@ -66,7 +70,9 @@ class TrainerConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on the CPU
+    # Lightning's name, on any device. auto: bf16-mixed on a GPU with bf16; on the CPU bf16-mixed where
+    # it has native bf16 and a probe finds it faster for the family, else 32-true (cnnlab.study.precision).
+    precision: str = "auto"
     channels_last: str = "auto"  # auto (convolutional networks), true or false
     compile: bool = False
     threads: int = 0  # torch threads on the CPU (0 = as the environment says)
@@ -150,6 +156,8 @@ RANGES = {
     "trainer.nan_check_every": (1, None, "a whole number of optimizer steps, at least 1"),
     "trainer.gradient_clip_val": (0, None, "0 (no clipping) or a positive number"),
     "data.train_images": (0, None, "0 (all of them) or a positive number of images"),
+    "data.train_subset": (0, None, "0 (all of them) or a positive number of images"),
+    "data.train_subset_seed": (0, 2**32 - 1, "a whole number from 0 to 4294967295"),
     "data.train_probe_images": (0, None, "0 (none) or a positive number of images"),
     "augment.translate": (0, 31, "a shift in pixels from 0 (off) to 31"),
     "augment.cutout": (0, 32, "a square side in pixels from 0 (off) to 32"),

@@ -4,6 +4,10 @@ Before jobs start, the workflow times a few training steps of each distinct netw
 train (random images, one thread per job as the jobs use, or the GPU), then adds up epochs x
 images per job and divides by the jobs that run at once. It is an estimate: validation, testing
 and start-up are counted with fixed allowances, and other load on the machine is not.
+
+On a CPU with native bf16 it first times each family's first network at fp32 and under bf16
+autocast, alternating, which decides the family's precision (cnnlab.study.precision); the
+workflow hands the measured speed-ups to its jobs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 
 from cnnlab.models import build_network, family_of
 from cnnlab.optim.optimizers import build_optimizer
+from cnnlab.study.precision import PrecisionChoice, choose
 
 JOB_OVERHEAD_S = 12.0  # start-up, test and artifacts per job (bench/job_overhead.py measures it)
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
@@ -31,55 +36,110 @@ class Job:
     cfg: object  # the composed config
 
 
-def images_per_second(cfg, device: torch.device, steps: int = 3) -> float:
+class TimedSteps:
+    """Training steps of cfg's network and optimizer on one random batch at its batch size, as training
+    runs them (memory format; bf16 autocast where asked)."""
+
+    def __init__(self, cfg, device: torch.device):
+        torch.manual_seed(0)
+        self.device = device
+        self.net = build_network(cfg.model).to(device)
+        self.opt = build_optimizer(cfg.optimizer, self.net.parameters())
+        b = self.batch = cfg.trainer.batch_size
+        self.x, self.y = torch.randn(b, 3, 32, 32, device=device), torch.randint(0, 10, (b,), device=device)
+        if self.net.trains_channels_last(cfg.trainer.channels_last):
+            self.net = self.net.to(memory_format=torch.channels_last)
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+
+    def images_per_second(self, steps: int, bf16: bool = False) -> float:
+        """Images/s over `steps` steps, after one warm-up step."""
+        for i in range(steps + 1):
+            if i == 1:
+                self._sync()
+                start = time.perf_counter()
+            # Lightning's bf16-mixed: the forward pass and the loss under autocast, backward outside.
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(self.net(self.x), self.y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        self._sync()
+        return steps * self.batch / (time.perf_counter() - start)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def images_per_second(cfg, device: torch.device, steps: int = 3, bf16: bool = False) -> float:
     """Training images/s of cfg's network and optimizer at its batch size, after one warm-up step."""
-    torch.manual_seed(0)
-    net = build_network(cfg.model).to(device)
-    opt = build_optimizer(cfg.optimizer, net.parameters())
-    b = cfg.trainer.batch_size
-    x, y = torch.randn(b, 3, 32, 32, device=device), torch.randint(0, 10, (b,), device=device)
-    if net.trains_channels_last(cfg.trainer.channels_last):  # as training will run it
-        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    for i in range(steps + 1):
-        if i == 1:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * b / (time.perf_counter() - start)
+    with torch.random.fork_rng(devices=[]):  # the caller's random numbers are as they were
+        return TimedSteps(cfg, device).images_per_second(steps, bf16)
+
+
+def bf16_speedup(cfg, device: torch.device, rounds: int = 3, steps: int = 2) -> float:
+    """bf16 autocast's training images/s over fp32's for cfg's network: the fastest of `rounds`
+    alternating rounds of each, so that a burst of other load on the machine moves both alike."""
+    fp32, bf16 = [], []
+    with torch.random.fork_rng(devices=[]):  # a job measures itself between seeding and training
+        timed = TimedSteps(cfg, device)
+        for _ in range(rounds):
+            fp32.append(timed.images_per_second(steps))
+            bf16.append(timed.images_per_second(steps, bf16=True))
+    return max(bf16) / max(fp32)
 
 
 def job_seconds(cfg, rate: float, n_train: int, n_eval: int) -> float:
     epochs = cfg.trainer.max_epochs
+    n_train = min(cfg.data.train_subset or n_train, n_train)  # a data-limited regime trains on its subset
     per_epoch = min(cfg.data.train_images or n_train, n_train)
     probe = min(cfg.data.train_probe_images, n_train)
     return epochs * (per_epoch + EVAL_COST * (n_eval + probe)) / rate + JOB_OVERHEAD_S
 
 
+def precision_choices(jobs: list[Job], device: torch.device) -> dict[str, PrecisionChoice]:
+    """Each family's precision under `auto` (cnnlab.study.precision.choose), measured on its first
+    network where the CPU has native bf16."""
+    accelerator = "auto" if device.type == "cuda" else "cpu"
+    choices: dict[str, PrecisionChoice] = {}
+    for job in jobs:
+        family = family_of(job.cfg.model)
+        if family not in choices:
+            choices[family] = choose("auto", accelerator, family, measure=lambda cfg=job.cfg: bf16_speedup(cfg, device),
+                                     measured_where="at the workflow's start")
+    return choices
+
+
 def estimate(jobs: list[Job], slots: int, device: torch.device, n_train: int, n_eval: int) -> dict:
-    """{'seconds': wall time, 'rates': family -> images/s of its first network}, jobs spread over slots."""
+    """{'seconds': wall time, 'rates': family -> images/s of its first network, 'precision': family ->
+    PrecisionChoice under `auto`}, jobs spread over slots."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each CPU job trains
     try:
+        auto = precision_choices(jobs, device)
         rates: dict[str, float] = {}
         by_family: dict[str, float] = {}
         total = longest = 0.0
         for job in jobs:
-            key = json.dumps([repr(job.cfg.model), repr(job.cfg.optimizer), job.cfg.trainer.batch_size])
+            family = family_of(job.cfg.model)
+            setting = job.cfg.trainer.precision
+            bf16 = (auto[family].precision if setting == "auto" else setting) == "bf16-mixed"
+            key = json.dumps([repr(job.cfg.model), repr(job.cfg.optimizer), job.cfg.trainer.batch_size, bf16])
             if key not in rates:
-                rates[key] = images_per_second(job.cfg, device)
-                by_family.setdefault(family_of(job.cfg.model), rates[key])
+                rates[key] = images_per_second(job.cfg, device, bf16=bf16)
+                by_family.setdefault(family, rates[key])
             seconds = job_seconds(job.cfg, rates[key], n_train, n_eval)
             total += seconds
             longest = max(longest, seconds)
     finally:
         torch.set_num_threads(threads)
     wall = max(total / max(1, min(slots, len(jobs))), longest) if jobs else 0.0
-    return {"seconds": wall, "rates": by_family}
+    return {"seconds": wall, "rates": by_family, "precision": auto}
+
+
+def bf16_speedups(result: dict) -> dict[str, float]:
+    """family -> measured bf16 speed-up, from an estimate: what the workflow hands its jobs."""
+    return {f: c.bf16_speedup for f, c in result["precision"].items() if c.bf16_speedup is not None}
 
 
 def duration(seconds: float) -> str:
@@ -108,10 +168,11 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
         for name in smaller:
             study = load_study(name, conf_dir)
             names = [name, *([study.tune_lr] if study.tune_lr else [])]
-            all_jobs = [Job(s, v, compose(s, v)) for s in names for v in load_study(s, conf_dir).variants
-                        for _ in load_study(s, conf_dir).seeds]
+            all_jobs = [Job(s, v, compose(s, v)) for s in names for v, _ in load_study(s, conf_dir).jobs()]
             seconds = estimate(all_jobs, slots, device, n_train, n_eval)["seconds"]
             options.append(f"--config study={name} (about {duration(seconds)})")
         say(f"cnnlab: that is more than {LONG_ON_CPU_S // 3600} hours without a GPU; for results on this machine "
             f"stop now (Ctrl-C) and run snakemake --cores all {' or '.join(options)}.")
+    for family, choice in result["precision"].items():
+        say(f"cnnlab: {family} trains in {choice.describe()} where trainer.precision=auto.")
     return result

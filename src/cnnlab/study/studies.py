@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -37,6 +37,28 @@ class Variant:
     optimization: str = ""  # the one optimization it adds, for the report's claims (e.g. zscore, dropout)
     sweep_of: str = ""  # in a sweep study: the variant this point of the sweep varies
     sweep_value: object = None  # ... and the value it tries
+    regime: str = "full"  # the regime it trains in (the study's `regimes`): its data, budget and seeds
+
+
+FULL = "full"  # the regime of a variant that names none: the study's own seeds and overrides
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A training regime of a study: what its variants' runs share besides the study's settings.
+
+    A claim compares variants of one regime only, so each claim is tested where its mechanism
+    applies: e.g. regularization where the baseline overfits (a data-limited regime).
+    """
+
+    name: str
+    about: str = ""  # what the regime is and which claims it serves, for the report
+    seeds: tuple[int, ...] = ()  # empty: the study's seeds
+    overrides: tuple[str, ...] = ()  # after the study's and the model's overrides, before the variant's
+    model_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per model, after `overrides`
+    # What the regime promises and the report checks: each baseline's train - validation gap, in
+    # points, is at least this (None: no promise)
+    baseline_gap_points: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +73,9 @@ class Study:
     extends: tuple[str, ...] = ()  # the studies this one builds on, nearest first
     tune_lr: str | None = None  # the sweep study whose chosen learning rates this study's runs take
     sweep_key: str | None = None  # in a sweep study: the setting it varies (e.g. optimizer.lr)
+    regimes: dict[str, Regime] = field(default_factory=dict)  # name -> regime; `full` always among them
+    # in a sweep study: candidates within this many points of validation accuracy of the best are a tie
+    sweep_tie_points: float = 0.0
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -68,10 +93,28 @@ class Study:
                 model = o.split("=", 1)[1]
         return model
 
+    def regime_of(self, name: str) -> Regime:
+        return self.regimes.get(self.variant(name).regime) or Regime(FULL)
+
+    def seeds_of(self, name: str) -> tuple[int, ...]:
+        """The seeds a variant runs: its regime's, else the study's."""
+        return self.regime_of(name).seeds or self.seeds
+
+    def jobs(self) -> list[tuple[str, int]]:
+        """Every (variant, seed) the study trains, in the study's order."""
+        return [(v, s) for v in self.variants for s in self.seeds_of(v)]
+
+    def baseline_of(self, name: str) -> str | None:
+        """The baseline a variant is compared with: the one of the same model and regime."""
+        model, regime = self.model_choice(name), self.variant(name).regime
+        return next((v.name for v in self.variants.values()
+                     if v.baseline and v.regime == regime and self.model_choice(v.name) == model), None)
+
     def overrides_for(self, name: str) -> list[str]:
-        """The Hydra overrides of one variant: the study's, its model's, then its own."""
-        variant = self.variant(name)
-        return [*self.overrides, *self.model_overrides.get(self.model_choice(name), ()), *variant.overrides]
+        """The Hydra overrides of one variant: the study's, its model's, its regime's, then its own."""
+        variant, model, regime = self.variant(name), self.model_choice(name), self.regime_of(name)
+        return [*self.overrides, *self.model_overrides.get(model, ()), *regime.overrides,
+                *regime.model_overrides.get(model, ()), *variant.overrides]
 
 
 AUTO_STUDY = "auto"
@@ -103,9 +146,11 @@ def available_studies(conf_dir: Path = CONF_DIR) -> list[str]:
 
 
 STUDY_KEYS = (
-    "extends", "description", "seeds", "overrides", "model_overrides", "variants", "report", "tune_lr", "sweep",
+    "extends", "description", "seeds", "overrides", "model_overrides", "regimes", "variants", "report", "tune_lr",
+    "sweep",
 )
-VARIANT_KEYS = ("adds", "overrides", "baseline", "combined", "optimization")
+VARIANT_KEYS = ("adds", "overrides", "baseline", "combined", "optimization", "regime")
+REGIME_KEYS = ("about", "seeds", "overrides", "model_overrides", "baseline_gap_points")
 
 
 def _read_study_file(name: str, conf_dir: Path) -> tuple[Path, dict]:
@@ -158,6 +203,7 @@ def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Pat
     for m, v in (raw.get("model_overrides") or {}).items():
         models[m] = [*models.get(m, []), *(v or [])]
     merged["model_overrides"] = models
+    merged["regimes"] = _merged_regimes(parent.get("regimes") or {}, raw.get("regimes") or {}, path)
     variants = dict(parent.get("variants") or {})
     for vname, spec in (raw.get("variants") or {}).items():
         if spec is None:
@@ -167,6 +213,56 @@ def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Pat
     merged["variants"] = variants
     merged["report"] = {**(parent.get("report") or {}), **(raw.get("report") or {})}
     return path, merged, (parent_name, *ancestors)
+
+
+def _merged_regimes(parent: dict, child: dict, path: Path) -> dict:
+    """Regimes merged as studies are: about and seeds replaced, overrides appended (per model too)."""
+    if not isinstance(child, dict):
+        raise UserError(f"Study file {path}: 'regimes' must map regime names to their settings.")
+    merged = {name: dict(spec or {}) for name, spec in parent.items()}
+    for name, spec in child.items():
+        spec = spec or {}
+        into = merged.setdefault(name, {})
+        for key in ("about", "seeds", "baseline_gap_points"):
+            if key in spec:
+                into[key] = spec[key]
+        into["overrides"] = [*(into.get("overrides") or []), *(spec.get("overrides") or [])]
+        models = {m: list(v or []) for m, v in (into.get("model_overrides") or {}).items()}
+        for m, v in (spec.get("model_overrides") or {}).items():
+            models[m] = [*models.get(m, []), *(v or [])]
+        into["model_overrides"] = models
+    return merged
+
+
+def _regimes(raw: dict, path: Path) -> dict[str, Regime]:
+    regimes = {FULL: Regime(FULL)}
+    spec_of = raw.get("regimes") or {}
+    if not isinstance(spec_of, dict):
+        raise UserError(f"Study file {path}: 'regimes' must map regime names to their settings.")
+    for name, spec in spec_of.items():
+        spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - set(REGIME_KEYS):
+            raise UserError(
+                f"Study file {path}: regime '{name}' must be a mapping with the keys {', '.join(REGIME_KEYS)}."
+            )
+        seeds = spec.get("seeds") or []
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise UserError(f"Study file {path}: 'regimes.{name}.seeds' must be a list of non-negative integers.")
+        gap = spec.get("baseline_gap_points")
+        if gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float))):
+            raise UserError(f"Study file {path}: 'regimes.{name}.baseline_gap_points' must be a number of points.")
+        regimes[str(name)] = Regime(
+            name=str(name),
+            about=str(spec.get("about", "")).strip(),
+            seeds=tuple(seeds),
+            overrides=tuple(_override_list(spec.get("overrides") or [], path, f"regimes.{name}.overrides")),
+            model_overrides={
+                str(m): tuple(_override_list(v or [], path, f"regimes.{name}.model_overrides.{m}"))
+                for m, v in (spec.get("model_overrides") or {}).items()
+            },
+            baseline_gap_points=None if gap is None else float(gap),
+        )
+    return regimes
 
 
 def _sweep_points(raw: dict, path: Path) -> dict:
@@ -183,6 +279,9 @@ def _sweep_points(raw: dict, path: Path) -> dict:
             f"Study file {path}: 'sweep' needs key (a setting), values (a list) and variants (a list), "
             "e.g. {key: optimizer.lr, values: [0.01, 0.1], variants: [mlp_baseline]}."
         )
+    tie = sweep.get("tie_points", 0)
+    if isinstance(tie, bool) or not isinstance(tie, (int, float)) or tie < 0:
+        raise UserError(f"Study file {path}: 'sweep.tie_points' must be a number of points of accuracy, 0 or more.")
     parent = raw.get("variants") or {}
     points = {}
     for base in sweep["variants"]:
@@ -209,6 +308,7 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise UserError(f"Study file {path}: 'seeds' must be a list of non-negative integers.")
+    regimes = _regimes(raw, path)
     variants = {}
     for vname, spec in (raw.get("variants") or {}).items():
         spec = spec or {}
@@ -223,6 +323,12 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
         for flag in ("baseline", "combined"):
             if not isinstance(spec.get(flag, False), bool):
                 raise UserError(f"Study file {path}: '{vname}.{flag}' must be true or false.")
+        regime = str(spec.get("regime", FULL))
+        if regime not in regimes:
+            raise UserError(
+                f"Study file {path}: variant '{vname}' names the regime '{regime}', which 'regimes' does not "
+                f"define; defined: {', '.join(regimes)}."
+            )
         variants[vname] = Variant(
             name=vname,
             adds=str(spec.get("adds", "")),
@@ -232,6 +338,7 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
             optimization=str(spec.get("optimization", "")),
             sweep_of=str(spec.get("sweep_of", "")),
             sweep_value=spec.get("sweep_value"),
+            regime=regime,
         )
     if not variants:
         raise UserError(f"Study file {path} lists no variants; add at least one under 'variants'.")
@@ -249,6 +356,8 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
         extends=extends,
         tune_lr=_tune_lr(raw, path, name),
         sweep_key=(raw.get("sweep") or {}).get("key"),
+        sweep_tie_points=float((raw.get("sweep") or {}).get("tie_points", 0.0)),
+        regimes=regimes,
     )
     _check_one_baseline_per_model(study, path)
     return study
@@ -262,16 +371,16 @@ def _tune_lr(raw: dict, path: Path, name: str) -> str | None:
 
 
 def _check_one_baseline_per_model(study: Study, path: Path) -> None:
-    seen: dict[str, str] = {}
+    seen: dict[tuple[str, str], str] = {}
     for v in study.variants.values():
         if v.baseline:
-            model = study.model_choice(v.name)
-            if model in seen:
+            key = (study.model_choice(v.name), v.regime)
+            if key in seen:
                 raise UserError(
-                    f"Study file {path}: '{seen[model]}' and '{v.name}' are both marked baseline for model "
-                    f"'{model}'; mark one."
+                    f"Study file {path}: '{seen[key]}' and '{v.name}' are both marked baseline for model "
+                    f"'{key[0]}' in the regime '{key[1]}'; mark one."
                 )
-            seen[model] = v.name
+            seen[key] = v.name
 
 
 def _override_list(value, path: Path, where: str) -> list[str]:

@@ -2,9 +2,11 @@
 
 A sweep study (`sweep:` in its study file) trains each of its parent's listed variants at several
 values of one setting. For each of those variants the value with the best mean validation
-accuracy wins; the study that names the sweep (`tune_lr: <sweep>`) then trains every variant of
-the same family and the same optimizer class at that value, unless the variant sets it itself.
-The test split plays no part in the choice.
+accuracy wins, unless another is within the sweep's `tie_points` of it: such a tie goes to the
+value listed first among the tied ones (the sweep lists its learning rates from the smallest, the
+safer side), and the choice records it. The study that names the sweep (`tune_lr: <sweep>`) then
+trains every variant of the same family and the same optimizer class at that value, unless the
+variant sets it itself. The test split plays no part in the choice.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from cnnlab.models import family_of
 
 
 def choose(sweep, val_acc: dict[str, list[float]], compose) -> dict:
-    """family -> {setting, value, optimizer, variant, candidates: {value: mean val acc}}.
+    """family -> {setting, value, optimizer, variant, candidates: {value: mean val acc}, best, lead, tie}.
+
+    best: the value with the best mean; lead: its margin over the next best, in points; tie: the
+    values within the sweep's tie_points of the best (more than one: the first listed is chosen).
 
     val_acc: sweep variant -> the best validation accuracy of each of its finished seeds;
     compose: variant name -> that variant's composed config (cnnlab.study.studies.compose_config).
@@ -37,10 +42,18 @@ def choose(sweep, val_acc: dict[str, list[float]], compose) -> dict:
             "value": None, "candidates": {},
         })
         entry["candidates"][str(variant.sweep_value)] = statistics.fmean(scores) if scores else math.nan
+    for entry in chosen.values():
         finite = {v: a for v, a in entry["candidates"].items() if not math.isnan(a)}
-        if finite:
-            best = max(finite, key=finite.get)
-            entry["value"] = next(v.sweep_value for v in sweep.variants.values() if str(v.sweep_value) == best)
+        if not finite:
+            continue
+        ranked = sorted(finite.values(), reverse=True)
+        best = max(finite, key=finite.get)  # the first listed of equal means
+        tied = [v for v, a in finite.items() if 100 * (finite[best] - a) <= sweep.sweep_tie_points]
+        value_of = {str(v.sweep_value): v.sweep_value for v in sweep.variants.values()}
+        entry.update(
+            best=value_of[best], value=value_of[tied[0]], tie=[value_of[v] for v in tied],
+            lead=100 * (ranked[0] - ranked[1]) if len(ranked) > 1 else math.nan,
+        )
     return chosen
 
 

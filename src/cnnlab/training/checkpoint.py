@@ -4,6 +4,7 @@ valid when the project folder moves."""
 from __future__ import annotations
 
 import errno
+import functools
 import shutil
 from pathlib import Path
 
@@ -65,11 +66,19 @@ class RelocatableCheckpoint(ModelCheckpoint):
     paths are re-rooted here first, so a moved run resumes exactly as it would have in place.
     """
 
-    @property
+    @functools.cached_property
     def state_key(self) -> str:
         # Lightning keys a callback's saved state by its class name: keep ModelCheckpoint's, so
-        # checkpoints written before this class existed still resume.
-        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+        # checkpoints written before this class existed still resume. Cached: Lightning also reads it
+        # around every hook it calls (about 12 times a step for two checkpoints), and building it
+        # formats the callback's settings each time; they do not change after __init__.
+        return ModelCheckpoint.state_key.fget(self).replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def on_train_batch_end(self, trainer, pl_module, *args, **kwargs) -> None:
+        # cnnlab's checkpoints are written at epoch ends (and validations): with no step or time
+        # interval set there is nothing to decide after a batch.
+        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
+            super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")

@@ -94,9 +94,7 @@ def variant_context(cfg, conf_dir: Path) -> dict:
         variant = study.variant(cfg.run.variant)
     except UserError:
         return none
-    family = study.model_choice(variant.name)
-    baselines = [v.name for v in study.variants.values() if v.baseline and study.model_choice(v.name) == family]
-    return {"adds": variant.adds, "baseline": baselines[0] if baselines else "", "combined": variant.combined}
+    return {"adds": variant.adds, "baseline": study.baseline_of(variant.name) or "", "combined": variant.combined}
 
 
 def run_note(cfg, context: dict) -> str:
@@ -320,6 +318,15 @@ class TrainingRun:
 
     def callback(self) -> MlflowTracker:
         return MlflowTracker(self.client, self.run_id, self.last_step, self.wait_s)
+
+    def log_new_params(self, params: dict[str, str]) -> None:
+        """Log the params the run does not have yet: a resumed run keeps those of its first start."""
+        from mlflow.entities import Param
+
+        have = self._store("reading its params", self.client.get_run, self.run_id).data.params
+        new = [Param(k, str(v)) for k, v in params.items() if k not in have]
+        if new:
+            self._store("logging its params", self.client.log_batch, self.run_id, params=new)
 
     def log_parameter_count(self, n_params: int) -> None:
         if self.last_step < 0:

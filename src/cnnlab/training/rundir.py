@@ -21,6 +21,7 @@ class RunDir:
         self.config_file = self.path / "config.yaml"
         self.state_file = self.path / "state.json"
         self.result_file = self.path / "result.json"
+        self.precision_file = self.path / "precision.json"  # the precision it trains in, and why
 
     def state(self) -> dict:
         try:

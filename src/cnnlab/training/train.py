@@ -43,7 +43,7 @@ from cnnlab.training.gpu import pin_to_free_gpu
 from cnnlab.training.mlflow_run import TrainingRun, run_tags, variant_context
 from cnnlab.training.module import Classifier, NonFiniteLossError
 from cnnlab.training.rundir import RunDir
-from cnnlab.training.trainer import build_trainer, denormals_flushed, quiet_lightning
+from cnnlab.training.trainer import build_trainer, choose_precision, denormals_flushed, quiet_lightning
 
 log = logging.getLogger("cnnlab.training.train")
 
@@ -80,6 +80,8 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
         module.fit_to_data_from = datamodule
     if cfg.trainer.compile:
         net.compile()
+    precision = choose_precision(cfg, run_dir, resuming=resume is not None)
+    log.info("precision: %s", precision.describe())
 
     run = None
     if cfg.tracking.enabled and rank_zero_only.rank == 0:
@@ -95,7 +97,8 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     try:
         if run is not None:
             run.log_parameter_count(n_params)
-        trainer, best = build_trainer(cfg, run_dir, [run.callback()] if run else [])
+            run.log_new_params(precision.params())
+        trainer, best = build_trainer(cfg, run_dir, [run.callback()] if run else [], precision.precision)
         if resume is not None:
             log.info("resuming from %s", resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

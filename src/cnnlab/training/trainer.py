@@ -10,8 +10,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from cnnlab.atomic import write_text
 from cnnlab.errors import UserError
+from cnnlab.models import family_of
+from cnnlab.study.estimate import bf16_speedup
+from cnnlab.study.precision import PrecisionChoice, choose
 from cnnlab.training.checkpoint import RelocatableCheckpoint, SafeCheckpointIO
 from cnnlab.training.rundir import RunDir
 
@@ -68,20 +73,28 @@ def denormals_flushed(enabled: bool):
         torch.set_flush_denormal(False)
 
 
-def uses_gpu(cfg) -> bool:
-    return cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+def choose_precision(cfg, run_dir: RunDir | None = None, resuming: bool = False) -> PrecisionChoice:
+    """The run's precision (cnnlab.study.precision.choose), kept in its run folder: a resumed run
+    trains on in the precision it started in, whatever a new probe would say."""
+    saved = run_dir.precision_file if run_dir is not None else None
+    if resuming and saved is not None and saved.is_file():
+        return PrecisionChoice.from_json(saved.read_text())
+    # Measured here only where the run trains on the CPU in one process: DDP's processes would each
+    # measure, and could disagree.
+    alone = cfg.trainer.devices * cfg.trainer.num_nodes == 1
+    choice = choose(cfg.trainer.precision, cfg.trainer.accelerator, family_of(cfg.model),
+                    measure=(lambda: bf16_speedup(cfg, torch.device("cpu"))) if alone else None)
+    if saved is not None and rank_zero_only.rank == 0:
+        write_text(saved, choice.to_json() + "\n")
+    return choice
 
 
-def precision(cfg) -> str:
-    if cfg.trainer.precision != "auto":
-        return cfg.trainer.precision
-    return "bf16-mixed" if uses_gpu(cfg) and torch.cuda.is_bf16_supported() else "32-true"
-
-
-def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback]) -> tuple[pl.Trainer, ModelCheckpoint]:
-    """The Trainer, and the callback that keeps the best checkpoint (by val/acc)."""
+def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback],
+                  precision: str | None = None) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """The Trainer, and the callback that keeps the best checkpoint (by val/acc); `precision`
+    resolved by choose_precision (None: resolved here)."""
     t = cfg.trainer
-    mode = precision(cfg)
+    mode = precision or choose_precision(cfg).precision
     if t.gradient_clip_val and "mixed" in mode and cfg.optimizer.get("fused"):
         # Lightning clips after unscaling the gradients, which a fused optimizer does inside its step.
         raise UserError(f"trainer.gradient_clip_val={t.gradient_clip_val} cannot clip the gradients of a fused "

@@ -2,8 +2,9 @@
 
 Rows: the CNN beats the MLP (the best of each architecture, chosen on validation, and the two
 baselines); the CNN is less sensitive to position, and to scale (Problema 2's networks); and each
-optimization a variant adds (`optimization:` in the study file) improves test accuracy over its
-family's baseline. Every effect is paired by seed; see cnnlab.report.claims for the arithmetic.
+optimization a variant adds (`optimization:` in the study file) improves test accuracy over the
+baseline of its family in its regime. Every effect is paired by seed; every row says its regime;
+the verdicts are adjusted over the family of claims (cnnlab.report.claims has the arithmetic).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cnnlab.report import claims, html, study_figures
 from cnnlab.report.registry import section
 from cnnlab.report.runs import FINISHED
 from cnnlab.report.sections import position_scale
+from cnnlab.study.studies import FULL
 
 
 def test_accuracy(ctx) -> dict[str, dict[int, float]]:
@@ -27,8 +29,25 @@ def test_accuracy(ctx) -> dict[str, dict[int, float]]:
     return acc
 
 
-def best_on_validation(ctx, architecture: str) -> str | None:
-    rows = ctx.table[(ctx.table.architecture == architecture) & (ctx.table.n_runs > 0)]
+def smallest_effect(ctx) -> float:
+    """delta, in points: the study's report.smallest_effect_points."""
+    return float(ctx.study.report.get("smallest_effect_points", claims.DEFAULT_DELTA))
+
+
+def adjustment(ctx) -> str:
+    """The study's report.adjustment: holm (family-wise error) or fdr_bh (false-discovery rate)."""
+    return str(ctx.study.report.get("adjustment", "holm"))
+
+
+def regime_of(ctx, *variants: str) -> str:
+    return "/".join(dict.fromkeys(ctx.study.variants[v].regime for v in variants))
+
+
+def best_on_validation(ctx, architecture: str, regime: str = FULL) -> str | None:
+    """The variant of one architecture with the best mean validation accuracy, among one regime's
+    (the full data's by default: a data-limited variant is not a candidate for 'best')."""
+    in_regime = ctx.table.variant.map(lambda v: ctx.study.variants[v].regime == regime)
+    rows = ctx.table[(ctx.table.architecture == architecture) & (ctx.table.n_runs > 0) & in_regime]
     rows = rows.dropna(subset=["best_val_acc_mean"])
     return None if rows.empty else rows.sort_values("best_val_acc_mean", ascending=False).iloc[0].variant
 
@@ -47,6 +66,7 @@ def cnn_against_mlp(ctx, acc) -> list[dict]:
             rows.append(claims.claim_row(
                 f"the CNN beats the MLP ({what})", f"{conv} vs {dense}",
                 claims.paired_differences(acc.get(conv, {}), acc.get(dense, {})),
+                regime_of(ctx, conv, dense), smallest_effect(ctx),
             ))
     return rows
 
@@ -62,22 +82,24 @@ def less_sensitive(ctx) -> list[dict]:
                 rows.append(claims.claim_row(
                     f"the CNN is less sensitive to {what}", f"{conv} vs {dense}",
                     claims.paired_differences(drops[dense], drops[conv]),
+                    regime_of(ctx, conv, dense), smallest_effect(ctx),
                 ))
     return rows
 
 
 def optimizations_help(ctx, acc) -> list[dict]:
+    """One row per variant that adds one optimization, against the baseline of its family and regime."""
     rows = []
-    bases = study_figures.baselines(ctx.study, ctx.table)
-    for family, base in bases.items():
-        for name in ctx.table[ctx.table.model == family].variant:
-            key = ctx.study.variants[name].optimization
-            if key:
-                what = claims.OPTIMIZATIONS.get(key, key)
-                rows.append(claims.claim_row(
-                    f"{what} improves test accuracy", f"{family}: {name} vs {base}",
-                    claims.paired_differences(acc.get(name, {}), acc.get(base, {})),
-                ))
+    for family, name in zip(ctx.table.model, ctx.table.variant, strict=True):
+        key = ctx.study.variants[name].optimization
+        base = ctx.study.baseline_of(name)
+        if key and base:
+            what = claims.OPTIMIZATIONS.get(key, key)
+            rows.append(claims.claim_row(
+                f"{what} improves test accuracy", f"{family}: {name} vs {base}",
+                claims.paired_differences(acc.get(name, {}), acc.get(base, {})),
+                regime_of(ctx, name, base), smallest_effect(ctx),
+            ))
     return rows
 
 
@@ -85,13 +107,89 @@ def claims_table(ctx) -> pd.DataFrame:
     def build():
         acc = test_accuracy(ctx)
         rows = [*cnn_against_mlp(ctx, acc), *less_sensitive(ctx), *optimizations_help(ctx, acc)]
-        return pd.DataFrame(rows, columns=claims.COLUMNS)
+        return pd.DataFrame(claims.adjust(rows, adjustment(ctx)), columns=claims.COLUMNS)
 
     return ctx.memo("claims", build)
 
 
 def _points(value: float) -> str:
     return "" if math.isnan(value) else f"{value:+.2f}"
+
+
+def regimes_paragraph(ctx) -> str:
+    """Which regime each claim is tested in, and why: the study file's words for each regime used,
+    and whether the runs keep what each regime promises (regime_checks)."""
+    used = [ctx.study.regimes[name] for name in dict.fromkeys(v.regime for v in ctx.study.variants.values())
+            if name in ctx.study.regimes]
+    if len(used) < 2 and not any(r.about for r in used):
+        return ""
+    parts = []
+    for r in used:
+        seeds = r.seeds or ctx.study.seeds
+        parts.append(f"{r.name} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}): {r.about or 'no description'}")
+    return " ".join([
+        "Each claim is tested in the regime its mechanism addresses, against that regime's own baseline; the "
+        "regime column says which.", *(f"{p.rstrip('.')}." for p in parts), *regime_checks(ctx.study, ctx.table),
+    ])
+
+
+def regime_checks(study, table: pd.DataFrame) -> list[str]:
+    """One sentence per baseline of a regime that promises a train - validation gap (baseline_gap_points):
+    the gap its finished runs show, and whether the promise is kept."""
+    gaps = dict(zip(table.variant, table.gap_mean, strict=True))
+    out = []
+    for v in study.variants.values():
+        promised = study.regimes[v.regime].baseline_gap_points if v.regime in study.regimes else None
+        if not v.baseline or promised is None:
+            continue
+        gap = 100 * gaps.get(v.name, math.nan)
+        if math.isnan(gap):
+            out.append(f"{v.name} has no finished run yet, so its gap (promised: at least {promised:g} points) "
+                       "is not known.")
+        elif gap >= promised:
+            out.append(f"{v.name} overfits as the {v.regime} regime promises: train - validation gap "
+                       f"{gap:+.1f} points (at least {promised:g}).")
+        else:
+            out.append(f"{v.name} does NOT overfit as the {v.regime} regime promises: train - validation gap "
+                       f"{gap:+.1f} points, under {promised:g}, so its claims are tested where the baseline "
+                       "has little overfitting to fight.")
+    return out
+
+
+def explanation(ctx, n_tested: int) -> str:
+    delta = smallest_effect(ctx)
+    alpha = claims.FAMILYWISE_ALPHA
+    return (
+        "Each effect is a difference paired by seed, in percentage points: test accuracy for the CNN and the "
+        "optimizations, the share of accuracy lost under shifts or rescaling for sensitivity (positive: the CNN "
+        "loses less); the interval is the 95% Student t interval of the mean paired difference. The smallest "
+        f"effect of interest is delta = {delta:g} point{'s' if delta != 1 else ''}: a smaller difference does not "
+        "matter, whatever its sign. Four verdicts: negligible when the interval lies inside (-delta, +delta) (an "
+        "equivalence test: the effect is shown to be smaller than delta, even where it is above 0); holds when the "
+        "interval is above 0 and the effect is not negligible; contradicted when it is below 0 and not negligible; "
+        "inconclusive otherwise (the seeds cannot tell a zero effect from one that matters). With one seed there "
+        "is no interval: one seed decides nothing. 'Unadjusted' is that reading of each claim alone; at 95% each, "
+        f"one false finding in twenty claims is expected by chance, so the verdict column adjusts it for the family "
+        f"of {n_tested} claims by {METHODS[adjustment(ctx)].format(alpha=alpha)} The adjusted p-values are in "
+        "claims.csv."
+    )
+
+
+METHODS = {
+    "holm": "Holm's step-down procedure, applied to the tests of a difference (holds, contradicted) and to the "
+            "equivalence tests (negligible), each at a family-wise error of {alpha:.0%}: the chance that any claim "
+            "here is wrongly said to hold or be contradicted is at most {alpha:.0%}, and so is the chance that any "
+            "is wrongly said negligible.",
+    "fdr_bh": "the Benjamini-Hochberg procedure, applied to the tests of a difference (holds, contradicted) and to "
+              "the equivalence tests (negligible), each at a false-discovery rate of {alpha:.0%}: of the claims said "
+              "to hold or be contradicted, at most {alpha:.0%} are expected to be wrong (and likewise of those said "
+              "negligible); weaker than a family-wise guarantee, valid when the tests are independent or positively "
+              "dependent, as claims that share a baseline are.",
+}
+
+
+def _interval(r) -> str:
+    return "" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
 
 
 @section("claims", "What the study shows: the lecture's claims", order=5)
@@ -101,24 +199,23 @@ def render(ctx) -> list[str]:
         {
             "claim": r.claim,
             "compared": r.model,
+            "regime": r.regime,
             "seeds": r.n_seeds,
             "effect (points)": _points(r.effect_mean),
-            "95% interval": "" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
-            "verdict": r.verdict,
+            "95% interval": _interval(r),
+            "unadjusted": r.unadjusted_verdict,
+            "verdict (Holm)": r.verdict,
         }
         for r in table.itertuples()
     ]
-    css = {claims.HOLDS: "", claims.CONTRADICTED: "failed"}
+    css = {claims.HOLDS: "", claims.NEGLIGIBLE: "", claims.CONTRADICTED: "failed"}
+    tested = int((table.n_seeds >= 2).sum())
+    regimes = regimes_paragraph(ctx)
     return [
-        html.paragraph(
-            "Each effect is a difference paired by seed, in percentage points: test accuracy for the CNN and the "
-            "optimizations, the share of accuracy lost under shifts or rescaling for sensitivity (positive: the CNN "
-            "loses less). The interval is the 95% Student t interval of the mean paired difference. A claim holds "
-            "when the whole interval is above zero, is contradicted when it is below zero, and is inconclusive "
-            "otherwise; with one seed there is no interval, and no verdict.",
-            "note",
-        ),
+        html.paragraph(explanation(ctx, tested), "note"),
+        *([html.paragraph(regimes, "note")] if regimes else []),
         html.table(
-            rows, [css.get(r["verdict"], "partial") for r in rows], text_columns=("claim", "compared", "verdict")
+            rows, [css.get(r["verdict (Holm)"], "partial") for r in rows],
+            text_columns=("claim", "compared", "regime", "unadjusted", "verdict (Holm)"),
         ),
     ]

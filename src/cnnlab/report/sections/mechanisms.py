@@ -22,19 +22,21 @@ KEYS = ("val/acc", "train/loss", "train_probe/acc", "weights/norm", "weights/fir
 
 
 def compared(ctx, optimizations: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """family -> {label: variant}: its baseline, then the variants adding each optimization."""
+    """family -> {label: variant}: the baseline of the regime the optimizations are tested in (that of
+    the first), then the variants adding each optimization in that regime."""
     out = {}
-    for family, base in study_figures.baselines(ctx.study, ctx.table).items():
-        finished = set(ctx.table[ctx.table.n_runs > 0].variant)
+    finished = set(ctx.table[ctx.table.n_runs > 0].variant)
+    for family in dict.fromkeys(ctx.table.model):
+        adding = [name for name in ctx.table[(ctx.table.model == family) & ctx.table.variant.isin(finished)].variant
+                  if ctx.study.variants[name].optimization in optimizations]
+        base = ctx.study.baseline_of(adding[0]) if adding else None
         if base not in finished:
             continue
         variants = {"baseline": base}
-        for name in ctx.table[(ctx.table.model == family) & ctx.table.variant.isin(finished)].variant:
-            key = ctx.study.variants[name].optimization
-            if key in optimizations:
-                variants[key] = name
-        if len(variants) > 1:
-            out[family] = variants
+        for name in adding:
+            if ctx.study.baseline_of(name) == base:
+                variants[ctx.study.variants[name].optimization] = name
+        out[family] = variants
     return out
 
 

@@ -12,6 +12,19 @@ from cnnlab.report.runs import FINISHED
 PROVENANCE_TAGS = ("torch_version", "lightning_version", "cnnlab_version", "python_version")
 
 
+def precisions(records) -> Counter:
+    """Each family's precision as its runs logged it (cnnlab.study.precision), and what chose it."""
+    def line(r) -> str:
+        p = r.params
+        if "precision_resolved" not in p:
+            return f"{r.tags.get('model', '?')}: {p.get('trainer.precision', '?')} (not recorded)"
+        speedup = p.get("precision_bf16_speedup", "not measured")
+        measured = f": {speedup}x fp32's images/s" if speedup != "not measured" else ""
+        return f"{r.tags.get('model', '?')}: {p['precision_resolved']} ({p.get('precision_chosen_by', '?')}{measured})"
+
+    return Counter(sorted(line(r) for r in records))
+
+
 @section("provenance", "How it was made", order=90)
 def render(ctx) -> list[str]:
     ran = [r for r in ctx.records if r.run_id]
@@ -23,6 +36,7 @@ def render(ctx) -> list[str]:
     rows = [{"what": "commit", "value": ", ".join(f"{k} x{n}" for k, n in commits.items())}]
     for key in ("data_md5", "device", *PROVENANCE_TAGS):
         rows.append({"what": key, "value": ", ".join(f"{k} x{n}" for k, n in count(key).items())})
+    rows.append({"what": "precision", "value": ", ".join(f"{k} x{n}" for k, n in precisions(ran).items())})
     seconds = sum(
         r.metric("job_seconds") for r in ran if r.state == FINISHED and not math.isnan(r.metric("job_seconds"))
     )

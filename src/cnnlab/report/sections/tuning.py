@@ -60,6 +60,7 @@ def render(ctx) -> list[str]:
             "validation accuracy at each value": ", ".join(
                 f"{v}: {'diverged' if math.isnan(a) else f'{100 * a:.1f}%'}" for v, a in e["candidates"].items()
             ),
+            "how clear": how_clear(e, study.sweep_tie_points),
         }
         for family, e in rates.items()
     ]
@@ -67,13 +68,28 @@ def render(ctx) -> list[str]:
     return [
         html.paragraph(
             f"Each family's baseline was trained at several constant learning rates in {who} runs; the rate with "
-            "the best validation accuracy is the rate of every variant of the family that uses the same "
-            "optimizer (the variants with their own optimizer, such as Adam, keep their own rate). The test split "
-            "plays no part in the choice.",
+            "the best validation accuracy (mean over the sweep's seeds) is the rate of every variant of the family "
+            "that uses the same optimizer (the variants with their own optimizer, such as Adam, keep their own "
+            f"rate). Rates within {study.sweep_tie_points:g} points of the best are a tie, which goes to the "
+            "first the sweep lists (it lists its rates from the smallest, the safer side). The test split plays "
+            "no part in the choice.",
             "note",
         ),
         html.table(rows, text_columns=tuple(rows[0]) if rows else ()),
     ]
+
+
+def how_clear(entry: dict, tie_points: float) -> str:
+    """Whether the chosen value is clearly ahead, in words: its lead, or the tie and how it was broken."""
+    lead, tied = entry.get("lead", math.nan), entry.get("tie") or []
+    if entry.get("value") is None:
+        return "no finished run"
+    if math.isnan(lead):
+        return "the only value that finished"
+    if len(tied) > 1:
+        return (f"a tie: {', '.join(map(str, tied))} within {tie_points:g} points of the best "
+                f"({entry['best']}); broken toward the first listed, {entry['value']}")
+    return f"ahead of the next by {lead:.1f} points (a tie would be within {tie_points:g})"
 
 
 @figure("lr_sweep", "Learning-rate sweep", section="tuning", caption="""Validation accuracy (best epoch,

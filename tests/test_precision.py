@@ -1,0 +1,157 @@
+"""trainer.precision: what `auto` chooses on each machine, how the choice reaches a run, MLflow and the report.
+
+The CPU's flags are given through CNNLAB_CPU_FLAGS and the workflow's measured speed-ups through
+CNNLAB_BF16_SPEEDUP, as the workflow hands them; real training on a tiny prepared data set.
+"""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from cnnlab.report.runs import RunRecord
+from cnnlab.report.sections import provenance
+from cnnlab.study import estimate
+from cnnlab.study.precision import CPU_FLAGS_VARIABLE, SPEEDUP_VARIABLE, PrecisionChoice, choose, cpu_flags
+from cnnlab.study.studies import CONF_DIR, compose_config
+from cnnlab.training.rundir import RunDir
+from cnnlab.training.train import train
+from cnnlab.training.trainer import choose_precision
+from tests.helpers import tiny_prepared
+
+NATIVE = {"avx512f", "avx512_bf16"}
+
+
+def never_measured() -> float:
+    raise AssertionError("measured where nothing needed measuring")
+
+
+def test_an_explicit_setting_wins_everywhere(monkeypatch):
+    monkeypatch.setenv(SPEEDUP_VARIABLE, json.dumps({"mlp": 2.0}))
+    assert choose("32-true", "cpu", "mlp", never_measured, flags=NATIVE, gpu=None).precision == "32-true"
+    assert choose("bf16-mixed", "cpu", "mlp", never_measured, flags=set(), gpu=None).precision == "bf16-mixed"
+    assert choose("32-true", "auto", "mlp", never_measured, gpu=True) == PrecisionChoice("32-true", "the setting")
+
+
+def test_the_gpu_keeps_its_own_default_whatever_the_cpu():
+    assert choose("auto", "auto", "cnn", never_measured, flags=NATIVE, gpu=True).precision == "bf16-mixed"
+    assert choose("auto", "auto", "cnn", never_measured, flags=NATIVE, gpu=False).precision == "32-true"
+
+
+def test_a_cpu_without_native_bf16_trains_in_fp32_unmeasured(monkeypatch):
+    monkeypatch.setenv(SPEEDUP_VARIABLE, json.dumps({"cnn": 3.0}))  # another machine's figure changes nothing
+    choice = choose("auto", "cpu", "cnn", never_measured, flags={"avx512f", "avx2"}, gpu=None)
+    assert choice == PrecisionChoice("32-true", "CPU without native bf16")
+
+
+@pytest.mark.parametrize("flag", ["amx_bf16", "avx512_bf16"])
+@pytest.mark.parametrize("speedup, expected", [(1.6, "bf16-mixed"), (1.02, "32-true"), (0.7, "32-true")])
+def test_a_cpu_with_native_bf16_follows_the_workflows_probe(monkeypatch, flag, speedup, expected):
+    monkeypatch.setenv(SPEEDUP_VARIABLE, json.dumps({"mlp": speedup, "cnn": 1.0}))
+    choice = choose("auto", "cpu", "mlp", never_measured, flags={flag}, gpu=None)
+    assert choice.precision == expected and choice.bf16_speedup == speedup
+    assert flag in choice.chosen_by and "workflow's start" in choice.chosen_by
+    assert choice.params()["precision_bf16_speedup"] == f"{speedup:.2f}"
+
+
+def test_a_job_started_by_hand_measures_its_own_network(monkeypatch):
+    monkeypatch.delenv(SPEEDUP_VARIABLE, raising=False)
+    assert choose("auto", "cpu", "mlp", lambda: 1.5, flags=NATIVE, gpu=None).precision == "bf16-mixed"
+    slower = choose("auto", "cpu", "mlp", lambda: 0.9, flags=NATIVE, gpu=None)
+    assert slower.precision == "32-true" and slower.chosen_by == "CPU with avx512_bf16, bf16 not faster in this job"
+    assert choose("auto", "cpu", "mlp", None, flags=NATIVE, gpu=None).precision == "32-true"
+
+
+def test_the_cpu_flags_come_from_cpuinfo_unless_given(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n\nprocessor\t: 1\n")
+    monkeypatch.delenv(CPU_FLAGS_VARIABLE)
+    assert {"amx_bf16", "avx512f"} <= cpu_flags(cpuinfo) and cpu_flags(tmp_path / "missing") == set()
+    monkeypatch.setenv(CPU_FLAGS_VARIABLE, "avx512_bf16")
+    assert cpu_flags(cpuinfo) == {"avx512_bf16"}
+
+
+def test_the_estimate_measures_each_family_once_and_times_it_in_its_precision(monkeypatch):
+    monkeypatch.setenv(CPU_FLAGS_VARIABLE, "avx512_bf16")
+    measured, timed = [], []
+    monkeypatch.setattr(estimate, "bf16_speedup", lambda cfg, device: measured.append(cfg.model._target_) or 1.5)
+    monkeypatch.setattr(estimate, "images_per_second", lambda cfg, device, bf16: timed.append(bf16) or 1000.0)
+    jobs = [estimate.Job("cpu", v, compose_config(study="cpu", variant=v, conf_dir=CONF_DIR))
+            for v in ("mlp_baseline", "mlp_l1", "cnn_baseline", "cnn_batchnorm")]
+    said = []
+    result = estimate.estimate(jobs, 2, torch.device("cpu"), 45000, 5000)
+    assert len(measured) == 2 and set(timed) == {True}
+    assert {f: c.precision for f, c in result["precision"].items()} == {"mlp": "bf16-mixed", "cnn": "bf16-mixed"}
+    assert estimate.bf16_speedups(result) == {"mlp": 1.5, "cnn": 1.5}
+    monkeypatch.setattr(estimate, "estimate", lambda *a: result)
+    estimate.announce([("cpu", "mlp_baseline", 0)], CONF_DIR, 2, 0, 45000, 5000, say=said.append)
+    assert said[-2:] == [
+        "cnnlab: mlp trains in bf16-mixed (CPU with avx512_bf16, bf16 faster at the workflow's start: 1.50x fp32's "
+        "images/s) where trainer.precision=auto.",
+        "cnnlab: cnn trains in bf16-mixed (CPU with avx512_bf16, bf16 faster at the workflow's start: 1.50x fp32's "
+        "images/s) where trainer.precision=auto.",
+    ]
+
+
+def test_the_probe_measures_both_precisions_and_leaves_the_random_numbers_alone():
+    cfg = compose_config(["model=mlp", "model.hidden=[16]", "trainer.batch_size=8"])
+    torch.manual_seed(3)
+    ratio = estimate.bf16_speedup(cfg, torch.device("cpu"), rounds=1, steps=1)
+    drawn = torch.rand(1).item()
+    torch.manual_seed(3)
+    assert ratio > 0 and drawn == torch.rand(1).item()
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory):
+    return tiny_prepared(tmp_path_factory.mktemp("data"))
+
+
+def run_config(tmp_path, arrays, name, *overrides):
+    return compose_config([
+        "model=mlp", "model.hidden=[32]", "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.max_epochs=1",
+        "trainer.progress_bar=false", "trainer.threads=1", f"data.arrays={arrays}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"run.dir={tmp_path / name}", *overrides,
+    ])
+
+
+@pytest.mark.parametrize("speedup, expected", [(1.5, "bf16-mixed"), (1.0, "32-true")])
+def test_a_run_trains_in_the_chosen_precision_and_logs_it(tmp_path, arrays, monkeypatch, speedup, expected):
+    monkeypatch.setenv(CPU_FLAGS_VARIABLE, "avx512_bf16")
+    monkeypatch.setenv(SPEEDUP_VARIABLE, json.dumps({"mlp": speedup}))
+    dtypes = set()
+    forward = torch.nn.Linear.forward
+    monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: dtypes.add((y := forward(self, x)).dtype) or y)
+    result = train(run_config(tmp_path, arrays, "run"))
+    params = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result["mlflow_run_id"]).data.params
+    assert params["trainer.precision"] == "auto"  # the setting, and next to it what it resolved to
+    assert params["precision_resolved"] == expected and params["precision_bf16_speedup"] == f"{speedup:.2f}"
+    assert params["precision_chosen_by"].startswith("CPU with avx512_bf16, bf16 ")
+    assert torch.bfloat16 in dtypes if expected == "bf16-mixed" else dtypes == {torch.float32}
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_in(tmp_path, monkeypatch):
+    monkeypatch.setenv(CPU_FLAGS_VARIABLE, "avx512_bf16")
+    monkeypatch.setenv(SPEEDUP_VARIABLE, json.dumps({"mlp": 1.5}))
+    cfg = compose_config(["model=mlp"])
+    run_dir = RunDir(tmp_path)
+    assert choose_precision(cfg, run_dir).precision == "bf16-mixed"
+    monkeypatch.setenv(SPEEDUP_VARIABLE, json.dumps({"mlp": 0.9}))  # a later probe that disagrees
+    assert choose_precision(cfg, run_dir, resuming=True).precision == "bf16-mixed"
+    assert choose_precision(cfg, run_dir, resuming=False).precision == "32-true"  # a new run measures anew
+
+
+def test_the_report_shows_each_familys_precision(tmp_path):
+    def record(model, i, **params):
+        return RunRecord("v", i, "ok", run_id=f"r{model}{i}", tags={"model": model}, params=params)
+
+    bf16 = {"precision_resolved": "bf16-mixed", "precision_bf16_speedup": "1.56",
+            "precision_chosen_by": "CPU with avx512_bf16, bf16 faster at the workflow's start"}
+    records = [record("mlp", 0, **bf16), record("mlp", 1, **bf16), record("cnn", 0, **{"trainer.precision": "auto"})]
+    study = SimpleNamespace(name="s", extends=())
+    page = "".join(provenance.render(SimpleNamespace(records=records, study=study, conf_dir=tmp_path)))
+    assert ("mlp: bf16-mixed (CPU with avx512_bf16, bf16 faster at the workflow&#x27;s start: 1.56x fp32&#x27;s "
+            "images/s) x2") in page
+    assert "cnn: auto (not recorded) x1" in page

@@ -25,7 +25,7 @@ VARIANT_OVERRIDES = [
     "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.test_flip_tta=true", "trainer.progress_bar=false",
     # A sampling interval well inside the run, which lasts seconds: MLflow's monitor logs one sample per
     # finished interval.
-    "trainer.threads=1", "tracking.system_metrics_interval_s=0.5",
+    "trainer.threads=1", "tracking.system_metrics_interval_s=0.1",
 ]
 
 

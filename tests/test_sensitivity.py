@@ -259,8 +259,12 @@ def context(tables: dict[tuple[str, int], pd.DataFrame], architectures: dict[str
     """A report context whose Problema 2 evaluations are the given tables."""
     from cnnlab.report.context import ReportContext
 
+    from cnnlab.study.studies import Study, Variant
+
     table = pd.DataFrame({"variant": list(architectures), "architecture": list(architectures.values())})
-    ctx = ReportContext(study=None, conf_dir=".", out=".", client=None, records=[], table=table, nets={},
+    study = Study(name="test", description="", seeds=(0, 1), overrides=(), model_overrides={},
+                  variants={v: Variant(name=v, adds="", overrides=()) for v in architectures}, report={})
+    ctx = ReportContext(study=study, conf_dir=".", out=".", client=None, records=[], table=table, nets={},
                         x_test=None, y_test=None, stats={})
     ctx.memo("sensitivity", lambda: tables)
     return ctx

@@ -258,7 +258,6 @@ def table_with_drops(shift: float, scale: float) -> pd.DataFrame:
 def context(tables: dict[tuple[str, int], pd.DataFrame], architectures: dict[str, str]):
     """A report context whose Problema 2 evaluations are the given tables."""
     from cnnlab.report.context import ReportContext
-
     from cnnlab.study.studies import Study, Variant
 
     table = pd.DataFrame({"variant": list(architectures), "architecture": list(architectures.values())})

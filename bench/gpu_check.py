@@ -215,7 +215,9 @@ class Check:
     def prepare(self) -> None:
         shutil.rmtree(self.wd, ignore_errors=True)
         self.wd.mkdir(parents=True)
-        shutil.copy(REPO / "Snakefile", self.wd)
+        # The rules name environment.yml (conda:), which Snakemake records even without --use-conda.
+        for name in ("Snakefile", "environment.yml", "environment.post-deploy.sh"):
+            shutil.copy(REPO / name, self.wd)
         for folder in ("workflow", "conf"):
             shutil.copytree(REPO / folder, self.wd / folder)
         parent = "smoke" if self.dry else "lecture"

@@ -156,6 +156,7 @@ def test_a_long_cpu_run_is_announced_with_the_smaller_studies(conf):
     said = []
     pending = [("lecture", v, s) for v in load_study("lecture", conf).variants for s in (0, 1, 2)]
     estimate.announce(pending, conf, slots=2, gpus=0, n_train=45000, n_eval=5000, say=said.append)
-    assert said[0].startswith("cnnlab: 57 training jobs to run (lecture); estimated wall time on this machine")
+    assert said[0].startswith(
+        f"cnnlab: {len(pending)} training jobs to run (lecture); estimated wall time on this machine")
     assert "more than 2 hours without a GPU" in said[1]
     assert "--config study=quick (about" in said[1] and "--config study=cpu (about" in said[1]

@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench.common import REPO
 from bench.loader import cpu_name
+from cnnlab.study.studies import load_study
 
 RESULTS = REPO / "docs" / "results"
 README = REPO / "README.md"
@@ -46,6 +47,7 @@ def record(workdir: Path, study: str, wall_seconds: float, command: str, out: Pa
     report = workdir / "results" / study / "report"
     summary = pd.read_csv(report / "summary.csv")
     claims = pd.read_csv(report / "claims.csv")
+    spec = load_study(study)  # each variant's regime: the summary table does not carry it
     commit = commit or subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                                       text=True).stdout.strip() or "unknown"
     data = {
@@ -56,20 +58,13 @@ def record(workdir: Path, study: str, wall_seconds: float, command: str, out: Pa
         "command": command,
         "wall_seconds": round(float(wall_seconds)),
         "variants": [{**{k: _clean(row[k]) for k in SUMMARY_KEYS if k in summary.columns},
-                      "regime": _regime(study, row["variant"])} for _, row in summary.iterrows()],
+                      "regime": spec.variant(row["variant"]).regime} for _, row in summary.iterrows()],
         "claims": [{k: _clean(row[k]) for k in CLAIM_KEYS if k in claims.columns} for _, row in claims.iterrows()],
     }
     out = out or RESULTS / f"{study}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     return out
-
-
-def _regime(study: str, variant: str) -> str:
-    """The variant's regime, from the study file (the summary table does not carry it)."""
-    from cnnlab.study.studies import load_study
-
-    return load_study(study).variant(variant).regime
 
 
 def _cores() -> int:

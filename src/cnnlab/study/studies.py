@@ -199,10 +199,7 @@ def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Pat
         if key in raw:
             merged[key] = raw[key]
     merged["overrides"] = [*(parent.get("overrides") or []), *(raw.get("overrides") or [])]
-    models = {m: list(v or []) for m, v in (parent.get("model_overrides") or {}).items()}
-    for m, v in (raw.get("model_overrides") or {}).items():
-        models[m] = [*models.get(m, []), *(v or [])]
-    merged["model_overrides"] = models
+    merged["model_overrides"] = _appended_per_model(parent.get("model_overrides"), raw.get("model_overrides"))
     merged["regimes"] = _merged_regimes(parent.get("regimes") or {}, raw.get("regimes") or {}, path)
     variants = dict(parent.get("variants") or {})
     for vname, spec in (raw.get("variants") or {}).items():
@@ -213,6 +210,14 @@ def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Pat
     merged["variants"] = variants
     merged["report"] = {**(parent.get("report") or {}), **(raw.get("report") or {})}
     return path, merged, (parent_name, *ancestors)
+
+
+def _appended_per_model(parent: dict | None, child: dict | None) -> dict[str, list]:
+    """Per-model override lists, the child's appended to the parent's."""
+    models = {m: list(v or []) for m, v in (parent or {}).items()}
+    for m, v in (child or {}).items():
+        models[m] = [*models.get(m, []), *(v or [])]
+    return models
 
 
 def _merged_regimes(parent: dict, child: dict, path: Path) -> dict:
@@ -227,10 +232,7 @@ def _merged_regimes(parent: dict, child: dict, path: Path) -> dict:
             if key in spec:
                 into[key] = spec[key]
         into["overrides"] = [*(into.get("overrides") or []), *(spec.get("overrides") or [])]
-        models = {m: list(v or []) for m, v in (into.get("model_overrides") or {}).items()}
-        for m, v in (spec.get("model_overrides") or {}).items():
-            models[m] = [*models.get(m, []), *(v or [])]
-        into["model_overrides"] = models
+        into["model_overrides"] = _appended_per_model(into.get("model_overrides"), spec.get("model_overrides"))
     return merged
 
 

@@ -42,7 +42,7 @@ def test_lecture_study_has_baselines_each_optimization_in_its_regime_and_all_for
     base = compose_config(study="lecture", variant="mlp_baseline", seed=0)
     assert base.data.normalize == "unit" and base.augment.translate == 0 and not base.augment.flip
     assert base.optimizer._target_ == "torch.optim.SGD" and base.optimizer.momentum == 0
-    assert base.schedule._target_ == "cnnlab.optim.schedules.constant"
+    assert base.schedule._target_ == "cnnlab.optim.schedules.cosine" and base.schedule.final_lr == 0
     assert base.regularization.l1 == 0 and base.regularization.l2 == 0 and base.data.train_subset == 0
     limited = compose_config(study="lecture", variant="cnn_limited_baseline", seed=0)
     assert (limited.data.train_subset, limited.data.normalize, limited.augment.translate) == (5000, "zscore", 0)

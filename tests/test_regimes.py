@@ -71,7 +71,13 @@ def test_regimes_set_seeds_budgets_and_baselines_and_budget_studies_only_change_
     assert cpu.baseline_of("mlp_dropout") == "mlp_limited_baseline" and cpu.baseline_of("cnn_gap") == "cnn_baseline"
     epochs = {v: compose_config(study="cpu", variant=v, conf_dir=conf).trainer.max_epochs
               for v in ("mlp_baseline", "cnn_baseline", "mlp_limited_baseline", "cnn_augment")}
-    assert epochs == {"mlp_baseline": 10, "cnn_baseline": 8, "mlp_limited_baseline": 30, "cnn_augment": 30}
+    assert epochs == {"mlp_baseline": 10, "cnn_baseline": 8, "mlp_limited_baseline": 30, "cnn_augment": 40}
+    # Every variant of every study, sweeps included, decays its rate along a cosine over its epochs.
+    for name in ("lecture", "cpu", "quick", "cpu_lr_sweep", "lecture_lr_sweep"):
+        study = load_study(name, conf)
+        for v in study.variants:
+            cfg = compose_config(study=name, variant=v, conf_dir=conf)
+            assert cfg.schedule._target_ == "cnnlab.optim.schedules.cosine", (name, v)
     cnn_l1 = compose_config(study="quick", variant="cnn_l1", conf_dir=conf)
     assert (cnn_l1.trainer.max_epochs, cnn_l1.data.train_subset) == (10, 5000)
     assert list(cnn_l1.model.channels) == [16, 32, 64]

@@ -67,12 +67,12 @@ def render(ctx) -> list[str]:
     who = "this study's" if study is ctx.study else f"the sweep study '{study.name}', whose"
     return [
         html.paragraph(
-            f"Each family's baseline was trained at several constant learning rates in {who} runs; the rate with "
-            "the best validation accuracy (mean over the sweep's seeds) is the rate of every variant of the family "
-            "that uses the same optimizer (the variants with their own optimizer, such as Adam, keep their own "
-            f"rate). Rates within {study.sweep_tie_points:g} points of the best are a tie, which goes to the "
-            "first the sweep lists (it lists its rates from the smallest, the safer side). The test split plays "
-            "no part in the choice.",
+            f"Each family's baseline was trained at several learning rates in {who} runs (under a schedule, the "
+            "rate it starts from); the rate with the best validation accuracy (mean over the sweep's seeds) is the "
+            "rate of every variant of the family that uses the same optimizer (the variants with their own "
+            f"optimizer, such as Adam, keep their own rate). Rates within {study.sweep_tie_points:g} points of the "
+            "best are a tie, which goes to the first the sweep lists (it lists its rates from the smallest, the "
+            "safer side). The test split plays no part in the choice.",
             "note",
         ),
         html.table(rows, text_columns=tuple(rows[0]) if rows else ()),

@@ -5,6 +5,7 @@ README plans as written (a dry run in a copy of the workflow)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from functools import cache
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from omegaconf import DictConfig
 
-from bench.results_table import BEGIN, END, RESULTS, rendered_readme
+from bench.results_table import BEGIN, END, RESULTS, block, rendered_readme
 from cnnlab.report import registry
 from cnnlab.study.studies import compose_config, load_study
 from tests.helpers import REPO, SNAKEMAKE, copy_workflow, run
@@ -47,6 +48,24 @@ def test_a_changed_number_in_the_results_block_is_caught():
     figure = re.search(r"\| (\d+\.\d) ± ", block).group(1)  # the first accuracy of the table
     changed = readme.replace(f"| {figure} ± ", f"| {float(figure) + 1:.1f} ± ", 1)
     assert changed != readme and changed != rendered_readme(changed, RESULTS)
+
+
+def test_the_recorded_study_was_adjusted_and_scored_as_its_study_file_says_now():
+    # A record made before a change of report.adjustment or of the smallest effect would show verdicts
+    # the study no longer computes: record the study again after such a change.
+    record = json.loads((RESULTS / "cpu.json").read_text())
+    report = load_study("cpu").report
+    assert {c["adjustment"] for c in record["claims"] if c["n_seeds"] >= 2} == {report["adjustment"]}
+    assert {c["delta"] for c in record["claims"]} == {report["smallest_effect_points"]}
+
+
+def test_the_results_block_names_the_adjustment_and_delta_of_its_claims():
+    claims = [{"claim": "c", "n_seeds": n, "verdict": "holds", "adjustment": "fdr_bh", "delta": 1.0}
+              for n in (5, 5, 1)]
+    rendered = block({"study": "s", "machine": "m", "commit": "c", "date": "d", "command": "x",
+                      "wall_seconds": 60, "variants": [], "claims": claims})
+    assert ("Verdicts adjusted over the family of 2 claims by Benjamini-Hochberg (false-discovery rate 5%); "
+            "smallest effect of interest 1 point.") in rendered
 
 
 # -- config keys named in the docs ----------------------------------------------------------------

@@ -189,3 +189,4 @@ def test_planted_effects_come_out_with_their_verdicts_through_the_real_workflow(
     assert position["n_seeds"] == "3" and position["verdict"] in claims.TESTED
     html = (wd / "results" / "planted" / "report" / "report.html").read_text()
     assert html.index("the lecture&#x27;s claims") < html.index("Summary")  # the claims come first
+    assert "verdict (Holm)" in html  # the verdict column names the study's adjustment (holm: the default)

@@ -188,6 +188,10 @@ METHODS = {
 }
 
 
+# The verdict column's heading names the adjustment it carries.
+SHORT_NAMES = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
+
+
 def _interval(r) -> str:
     return "" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
 
@@ -195,6 +199,7 @@ def _interval(r) -> str:
 @section("claims", "What the study shows: the lecture's claims", order=5)
 def render(ctx) -> list[str]:
     table = claims_table(ctx)
+    adjusted = f"verdict ({SHORT_NAMES[adjustment(ctx)]})"
     rows = [
         {
             "claim": r.claim,
@@ -204,7 +209,7 @@ def render(ctx) -> list[str]:
             "effect (points)": _points(r.effect_mean),
             "95% interval": _interval(r),
             "unadjusted": r.unadjusted_verdict,
-            "verdict (Holm)": r.verdict,
+            adjusted: r.verdict,
         }
         for r in table.itertuples()
     ]
@@ -215,7 +220,7 @@ def render(ctx) -> list[str]:
         html.paragraph(explanation(ctx, tested), "note"),
         *([html.paragraph(regimes, "note")] if regimes else []),
         html.table(
-            rows, [css.get(r["verdict (Holm)"], "partial") for r in rows],
-            text_columns=("claim", "compared", "regime", "unadjusted", "verdict (Holm)"),
+            rows, [css.get(r[adjusted], "partial") for r in rows],
+            text_columns=("claim", "compared", "regime", "unadjusted", adjusted),
         ),
     ]

@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench.common import REPO
 from bench.loader import cpu_name
+from cnnlab.report.claims import ADJUSTMENT_CONTROLS, ADJUSTMENT_NAMES, ADJUSTMENTS, FAMILYWISE_ALPHA
 from cnnlab.study.studies import load_study
 
 RESULTS = REPO / "docs" / "results"
@@ -34,9 +35,6 @@ SUMMARY_KEYS = ["variant", "adds", "regime", "architecture", "n_runs", "params",
                 "best_val_acc_mean", "gap_mean"]
 CLAIM_KEYS = ["claim", "model", "regime", "n_seeds", "effect_mean", "ci_low", "ci_high", "delta", "adjustment",
               "unadjusted_verdict", "verdict"]
-# claims.csv's adjustment column -> how the README names it
-ADJUSTMENT_NAMES = {"holm": "Holm's step-down procedure (family-wise error 5%)",
-                    "fdr_bh": "Benjamini-Hochberg (false-discovery rate 5%)"}
 
 
 def _clean(value):
@@ -141,7 +139,9 @@ def _claims_note(claims: list[dict]) -> list[str]:
         return []
     (method,), (delta,) = methods, deltas
     tested = sum((c.get("n_seeds") or 0) >= 2 for c in claims)  # the family: every claim with an interval
-    return [f"Verdicts adjusted over the family of {tested} claims by {ADJUSTMENT_NAMES.get(method, method)}; "
+    named = (f"{ADJUSTMENT_NAMES[method]} ({ADJUSTMENT_CONTROLS[method]} {FAMILYWISE_ALPHA:.0%})"
+             if method in ADJUSTMENTS else method)
+    return [f"Verdicts adjusted over the family of {tested} claims by {named}; "
             f"smallest effect of interest {delta:g} point{'s' if delta != 1 else ''}."]
 
 

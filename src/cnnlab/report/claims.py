@@ -140,6 +140,9 @@ def benjamini_hochberg(p_values) -> list[float]:
 
 
 ADJUSTMENTS = {"holm": holm, "fdr_bh": benjamini_hochberg}
+# How the report and the README name each adjustment, and the error rate it holds at FAMILYWISE_ALPHA.
+ADJUSTMENT_NAMES = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
+ADJUSTMENT_CONTROLS = {"holm": "family-wise error", "fdr_bh": "false-discovery rate"}
 
 
 def verdict(n: int, mean: float, p_diff: float, p_equiv: float, alpha: float = FAMILYWISE_ALPHA) -> str:

@@ -188,10 +188,6 @@ METHODS = {
 }
 
 
-# The verdict column's heading names the adjustment it carries.
-SHORT_NAMES = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
-
-
 def _interval(r) -> str:
     return "" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
 
@@ -199,7 +195,7 @@ def _interval(r) -> str:
 @section("claims", "What the study shows: the lecture's claims", order=5)
 def render(ctx) -> list[str]:
     table = claims_table(ctx)
-    adjusted = f"verdict ({SHORT_NAMES[adjustment(ctx)]})"
+    adjusted = f"verdict ({claims.ADJUSTMENT_NAMES[adjustment(ctx)]})"  # the heading names the adjustment
     rows = [
         {
             "claim": r.claim,

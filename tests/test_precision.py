@@ -95,6 +95,45 @@ def test_the_estimate_measures_each_family_once_and_times_it_in_its_precision(mo
     ]
 
 
+def networks(cfg) -> tuple[str, str]:
+    return repr(cfg.model), repr(cfg.optimizer)
+
+
+@pytest.mark.parametrize("pending", [["mlp_adaptive_lr", "cnn_batchnorm", "mlp_baseline"], ["cnn_all", "mlp_all"]])
+def test_the_probe_measures_each_familys_full_data_baseline_whichever_jobs_are_left(monkeypatch, pending):
+    # Adam and batch norm gain less from bf16 than plain SGD: the family's choice must not hang on
+    # which of its jobs Snakemake lists first, or on which are left to run.
+    monkeypatch.setenv(CPU_FLAGS_VARIABLE, "avx512_bf16")
+    monkeypatch.delenv(SPEEDUP_VARIABLE, raising=False)
+    measured = []
+    monkeypatch.setattr(estimate, "bf16_speedup", lambda cfg, device: measured.append(networks(cfg)) or 1.5)
+    monkeypatch.setattr(estimate, "images_per_second", lambda cfg, device, bf16: 1000.0)
+    estimate.announce([("cpu", v, 0) for v in pending], CONF_DIR, 2, 0, 45000, 5000, say=lambda line: None)
+    baselines = [networks(compose_config(study="cpu", variant=v, conf_dir=CONF_DIR)) for v in ("mlp_baseline", "cnn_baseline")]
+    assert measured == baselines
+
+
+def test_a_study_with_an_explicit_precision_is_not_probed_and_says_so(monkeypatch):
+    monkeypatch.setenv(CPU_FLAGS_VARIABLE, "avx512_bf16")
+    monkeypatch.setattr(estimate, "bf16_speedup", lambda cfg, device: never_measured())
+    timed = []
+    monkeypatch.setattr(estimate, "images_per_second", lambda cfg, device, bf16: timed.append(bf16) or 1000.0)
+    said = []
+    result = estimate.announce([("cpu_fp32", "mlp_baseline", 0), ("cpu_fp32", "cnn_l2", 1)], CONF_DIR, 2, 0,
+                               45000, 5000, say=said.append)
+    assert result["precision"] == {} and set(timed) == {False}
+    assert said[-2:] == ["cnnlab: mlp trains in 32-true where trainer.precision=32-true.",
+                         "cnnlab: cnn trains in 32-true where trainer.precision=32-true."]
+
+
+def test_each_round_of_the_probe_lasts_its_minimum():
+    cfg = compose_config(["model=mlp", "model.hidden=[16]", "trainer.batch_size=8"])
+    timed = estimate.TimedSteps(cfg, torch.device("cpu"))
+    start = estimate.time.perf_counter()
+    timed.images_per_second(1, min_seconds=0.05)
+    assert estimate.time.perf_counter() - start >= 0.05
+
+
 def test_the_probe_measures_both_precisions_and_leaves_the_random_numbers_alone():
     cfg = compose_config(["model=mlp", "model.hidden=[16]", "trainer.batch_size=8"])
     torch.manual_seed(3)

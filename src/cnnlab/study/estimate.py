@@ -5,9 +5,11 @@ train (random images, one thread per job as the jobs use, or the GPU), then adds
 images per job and divides by the jobs that run at once. It is an estimate: validation, testing
 and start-up are counted with fixed allowances, and other load on the machine is not.
 
-On a CPU with native bf16 it first times each family's first network at fp32 and under bf16
-autocast, alternating, which decides the family's precision (cnnlab.study.precision); the
-workflow hands the measured speed-ups to its jobs.
+On a CPU with native bf16 it first times each family's full-data baseline network at fp32 and under
+bf16 autocast, alternating, which decides the family's precision under `trainer.precision=auto`
+(cnnlab.study.precision); the workflow hands the measured speed-ups to its jobs. The baseline, not
+whichever job Snakemake lists first: an Adam or batch-norm variant gains less from bf16, and the
+choice must not change with the jobs left to run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from cnnlab.study.precision import PrecisionChoice, choose
 JOB_OVERHEAD_S = 12.0  # start-up, test and artifacts per job (bench/job_overhead.py measures it)
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 LONG_ON_CPU_S = 2 * 3600  # beyond this, a CPU-only user is pointed at the smaller studies
+# Each round of the bf16 probe times at least this long per precision: a small network's few steps
+# last milliseconds, where one interruption by other work on the machine moves the ratio by half.
+PROBE_ROUND_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -51,20 +56,26 @@ class TimedSteps:
             self.net = self.net.to(memory_format=torch.channels_last)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
 
-    def images_per_second(self, steps: int, bf16: bool = False) -> float:
-        """Images/s over `steps` steps, after one warm-up step."""
-        for i in range(steps + 1):
-            if i == 1:
-                self._sync()
-                start = time.perf_counter()
-            # Lightning's bf16-mixed: the forward pass and the loss under autocast, backward outside.
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(self.net(self.x), self.y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+    def images_per_second(self, steps: int, bf16: bool = False, min_seconds: float = 0.0) -> float:
+        """Images/s over at least `steps` steps and `min_seconds`, after one warm-up step."""
+        self._step(bf16)
         self._sync()
-        return steps * self.batch / (time.perf_counter() - start)
+        start, done = time.perf_counter(), 0
+        while done < steps or time.perf_counter() - start < min_seconds:
+            self._step(bf16)
+            done += 1
+            if done >= steps:
+                self._sync()
+        self._sync()
+        return done * self.batch / (time.perf_counter() - start)
+
+    def _step(self, bf16: bool) -> None:
+        # Lightning's bf16-mixed: the forward pass and the loss under autocast, backward outside.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(self.net(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -77,15 +88,17 @@ def images_per_second(cfg, device: torch.device, steps: int = 3, bf16: bool = Fa
         return TimedSteps(cfg, device).images_per_second(steps, bf16)
 
 
-def bf16_speedup(cfg, device: torch.device, rounds: int = 3, steps: int = 2) -> float:
+def bf16_speedup(cfg, device: torch.device, rounds: int = 3, steps: int = 2,
+                 min_seconds: float = PROBE_ROUND_S) -> float:
     """bf16 autocast's training images/s over fp32's for cfg's network: the fastest of `rounds`
-    alternating rounds of each, so that a burst of other load on the machine moves both alike."""
+    alternating rounds of each (each at least `steps` steps and `min_seconds`), so that a burst of
+    other load on the machine moves both alike."""
     fp32, bf16 = [], []
     with torch.random.fork_rng(devices=[]):  # a job measures itself between seeding and training
         timed = TimedSteps(cfg, device)
         for _ in range(rounds):
-            fp32.append(timed.images_per_second(steps))
-            bf16.append(timed.images_per_second(steps, bf16=True))
+            fp32.append(timed.images_per_second(steps, min_seconds=min_seconds))
+            bf16.append(timed.images_per_second(steps, bf16=True, min_seconds=min_seconds))
     return max(bf16) / max(fp32)
 
 
@@ -97,32 +110,39 @@ def job_seconds(cfg, rate: float, n_train: int, n_eval: int) -> float:
     return epochs * (per_epoch + EVAL_COST * (n_eval + probe)) / rate + JOB_OVERHEAD_S
 
 
-def precision_choices(jobs: list[Job], device: torch.device) -> dict[str, PrecisionChoice]:
-    """Each family's precision under `auto` (cnnlab.study.precision.choose), measured on its first
-    network where the CPU has native bf16."""
+def precision_choices(jobs: list[Job], device: torch.device, probes: list[Job] = ()) -> dict[str, PrecisionChoice]:
+    """The precision under `auto` (cnnlab.study.precision.choose) of each family with a job at `auto`,
+    measured where the CPU has native bf16 on the family's first network in `probes` (its full-data
+    baseline), else on its first job's."""
     accelerator = "auto" if device.type == "cuda" else "cpu"
+    auto = {family_of(job.cfg.model) for job in jobs if job.cfg.trainer.precision == "auto"}
     choices: dict[str, PrecisionChoice] = {}
-    for job in jobs:
+    for job in [*probes, *jobs]:
         family = family_of(job.cfg.model)
-        if family not in choices:
+        if family in auto and family not in choices:
             choices[family] = choose("auto", accelerator, family, measure=lambda cfg=job.cfg: bf16_speedup(cfg, device),
                                      measured_where="at the workflow's start")
     return choices
 
 
-def estimate(jobs: list[Job], slots: int, device: torch.device, n_train: int, n_eval: int) -> dict:
+def estimate(jobs: list[Job], slots: int, device: torch.device, n_train: int, n_eval: int,
+             probes: list[Job] = ()) -> dict:
     """{'seconds': wall time, 'rates': family -> images/s of its first network, 'precision': family ->
-    PrecisionChoice under `auto`}, jobs spread over slots."""
+    PrecisionChoice under `auto` (families with a job at `auto`), 'settings': family -> the explicit
+    trainer.precision values of its other jobs}, jobs spread over slots; probes: precision_choices'."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each CPU job trains
+    settings: dict[str, set[str]] = {}
     try:
-        auto = precision_choices(jobs, device)
+        auto = precision_choices(jobs, device, probes)
         rates: dict[str, float] = {}
         by_family: dict[str, float] = {}
         total = longest = 0.0
         for job in jobs:
             family = family_of(job.cfg.model)
             setting = job.cfg.trainer.precision
+            if setting != "auto":
+                settings.setdefault(family, set()).add(setting)
             bf16 = (auto[family].precision if setting == "auto" else setting) == "bf16-mixed"
             key = json.dumps([repr(job.cfg.model), repr(job.cfg.optimizer), job.cfg.trainer.batch_size, bf16])
             if key not in rates:
@@ -134,7 +154,7 @@ def estimate(jobs: list[Job], slots: int, device: torch.device, n_train: int, n_
     finally:
         torch.set_num_threads(threads)
     wall = max(total / max(1, min(slots, len(jobs))), longest) if jobs else 0.0
-    return {"seconds": wall, "rates": by_family, "precision": auto}
+    return {"seconds": wall, "rates": by_family, "precision": auto, "settings": settings}
 
 
 def bf16_speedups(result: dict) -> dict[str, float]:
@@ -156,7 +176,9 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
     device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
     compose = lambda s, v: compose_config(study=s, variant=v, conf_dir=conf_dir)  # noqa: E731
     jobs = [Job(s, v, compose(s, v)) for s, v, _ in pending]
-    result = estimate(jobs, slots, device, n_train, n_eval)
+    studies = sorted({s for s, _, _ in pending})
+    probes = [Job(s, v, compose(s, v)) for s in studies for v in full_data_baselines(load_study(s, conf_dir))]
+    result = estimate(jobs, slots, device, n_train, n_eval, probes)
     where = f"{slots} at a time on {'GPU' if device.type == 'cuda' else 'CPU'}"
     rates = ", ".join(f"{f} {r:,.0f}" for f, r in result["rates"].items())
     studies = ", ".join(dict.fromkeys(s for s, _, _ in pending))
@@ -175,4 +197,14 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
             f"stop now (Ctrl-C) and run snakemake --cores all {' or '.join(options)}.")
     for family, choice in result["precision"].items():
         say(f"cnnlab: {family} trains in {choice.describe()} where trainer.precision=auto.")
+    for family, settings in result["settings"].items():
+        for setting in sorted(settings):
+            say(f"cnnlab: {family} trains in {setting} where trainer.precision={setting}.")
     return result
+
+
+def full_data_baselines(study) -> list[str]:
+    """The study's baseline variants of its full-data regime: the networks the bf16 probe measures."""
+    from cnnlab.study.studies import FULL
+
+    return [v.name for v in study.variants.values() if v.baseline and study.regime_of(v.name).name == FULL]

@@ -6,9 +6,9 @@
 `auto` on a GPU is bf16-mixed where the GPU supports bf16, 32-true otherwise. `auto` on the CPU is
 bf16-mixed where the CPU has native bf16 arithmetic (the `amx_bf16` or `avx512_bf16` flag) and bf16
 autocast trains the run's network family at least MIN_BF16_SPEEDUP times as fast as fp32; 32-true
-otherwise. The speed-up is measured, one thread, by the workflow as it starts (each family's first
-network, cnnlab.study.estimate) and handed to its jobs in CNNLAB_BF16_SPEEDUP, so that every run of a
-family trains alike; a job started by hand without it measures its own network (a second or two).
+otherwise. The speed-up is measured, one thread, by the workflow as it starts (each family's full-data
+baseline network, cnnlab.study.estimate) and handed to its jobs in CNNLAB_BF16_SPEEDUP, so that every
+run of a family trains alike; a job started by hand without it measures its own network (a few seconds).
 `choose` is the one place that looks at the device.
 """
 

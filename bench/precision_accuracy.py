@@ -43,7 +43,8 @@ def compare_variants(reference: dict, candidate: dict) -> pd.DataFrame:
             "reference": 100 * ref[variant],
             "candidate": 100 * cand[variant],
             "difference": 100 * (cand[variant] - ref[variant]),
-            "seed_min": 100 * s["min"], "seed_max": 100 * s["max"], "seed_std": 100 * s["std"], "seeds": int(s["count"]),
+            "seed_min": 100 * s["min"], "seed_max": 100 * s["max"], "seed_std": 100 * s["std"],
+            "seeds": int(s["count"]),
             "within": bool(s["min"] <= cand[variant] <= s["max"]),
         })
     return pd.DataFrame(rows)

@@ -109,7 +109,8 @@ def test_the_probe_measures_each_familys_full_data_baseline_whichever_jobs_are_l
     monkeypatch.setattr(estimate, "bf16_speedup", lambda cfg, device: measured.append(networks(cfg)) or 1.5)
     monkeypatch.setattr(estimate, "images_per_second", lambda cfg, device, bf16: 1000.0)
     estimate.announce([("cpu", v, 0) for v in pending], CONF_DIR, 2, 0, 45000, 5000, say=lambda line: None)
-    baselines = [networks(compose_config(study="cpu", variant=v, conf_dir=CONF_DIR)) for v in ("mlp_baseline", "cnn_baseline")]
+    baselines = [networks(compose_config(study="cpu", variant=v, conf_dir=CONF_DIR))
+                 for v in ("mlp_baseline", "cnn_baseline")]
     assert measured == baselines
 
 

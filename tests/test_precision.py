@@ -195,3 +195,37 @@ def test_the_report_shows_each_familys_precision(tmp_path):
     assert ("mlp: bf16-mixed (CPU with avx512_bf16, bf16 faster at the workflow&#x27;s start: 1.56x fp32&#x27;s "
             "images/s) x2") in page
     assert "cnn: auto (not recorded) x1" in page
+
+
+def write_report(workdir, study: str, accuracies: dict[str, list[float]], verdicts: dict[str, str]) -> None:
+    """The three report tables bench.precision_accuracy reads, with the report's column names."""
+    import pandas as pd
+
+    report = workdir / "results" / study / "report"
+    report.mkdir(parents=True)
+    runs = [{"variant": v, "seed": s, "state": "ok", "test_acc": a} for v, accs in accuracies.items()
+            for s, a in enumerate(accs)]
+    pd.DataFrame(runs).to_csv(report / "runs.csv", index=False)
+    summary = [{"variant": v, "test_acc_mean": sum(a) / len(a)} for v, a in accuracies.items()]
+    pd.DataFrame(summary).to_csv(report / "summary.csv", index=False)
+    claims = [{"claim": c, "model": "cnn", "effect_mean": 1.0, "verdict": v} for c, v in verdicts.items()]
+    pd.DataFrame(claims).to_csv(report / "claims.csv", index=False)
+
+
+def test_the_precision_comparison_flags_a_changed_verdict_and_a_mean_outside_the_seeds(tmp_path, capsys):
+    from bench import precision_accuracy
+
+    fp32 = {"cnn_baseline": [0.60, 0.62, 0.64], "cnn_l2": [0.70, 0.71, 0.72]}
+    write_report(tmp_path, "cpu_fp32", fp32, {"L2 helps": "holds"})
+    write_report(tmp_path, "same", {"cnn_baseline": [0.61, 0.62, 0.63], "cnn_l2": [0.71, 0.71, 0.71]},
+                 {"L2 helps": "holds"})
+    write_report(tmp_path, "moved", {"cnn_baseline": [0.66, 0.67, 0.68], "cnn_l2": [0.70, 0.71, 0.72]},
+                 {"L2 helps": "inconclusive"})
+    assert precision_accuracy.main(["--workdir", str(tmp_path), "--candidate", "same"]) == 0
+    assert "verdicts changed: 0 of 1" in capsys.readouterr().out
+    assert precision_accuracy.main(["--workdir", str(tmp_path), "--candidate", "moved"]) == 1
+    out = capsys.readouterr().out
+    assert "largest difference: +5.00 points (cnn_baseline" in out
+    assert "outside the cpu_fp32 seeds' range: 1 of 2 (cnn_baseline)" in out and "verdicts changed: 1 of 1" in out
+    with pytest.raises(SystemExit, match="run the absent study"):
+        precision_accuracy.main(["--workdir", str(tmp_path), "--candidate", "absent"])

@@ -14,7 +14,7 @@ from snakemake.utils import validate
 
 from cnnlab.study.config import check_accelerator, fingerprint
 from cnnlab.errors import UserError
-from cnnlab.training.gpu import listed_gpus, set_jobs_per_gpu
+from cnnlab.training.gpu import set_jobs_per_gpu, visible_gpus
 from cnnlab.data.preprocess import check_prepared
 from cnnlab.report.registry import figures as report_figures
 from cnnlab.study.studies import AUTO_STUDY, compose_config, load_study, resolve_auto_study
@@ -52,18 +52,8 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 
 
 def count_local_gpus() -> int:
-    """GPUs this machine lets jobs use: CUDA_VISIBLE_DEVICES's list when set, else nvidia-smi's
-    (importing torch here would slow every invocation)."""
-    import shutil
-    import subprocess
-
-    listed = listed_gpus()
-    if listed is not None:
-        return len(listed)
-    if not shutil.which("nvidia-smi"):
-        return 0
-    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-    return sum(line.startswith("GPU ") for line in out.splitlines())
+    """GPUs this machine lets jobs use (CUDA_VISIBLE_DEVICES's list when set, else the driver's count)."""
+    return len(visible_gpus())
 
 
 def workflow_flag(key):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,12 +20,22 @@ RESUME_KEYS = ("state_dict", "epoch", "global_step", "loops", "callbacks", "opti
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """A job killed while saving leaves the previous checkpoint intact; loading never runs code."""
+    """A job killed while saving leaves the previous checkpoint intact; loading never runs code.
+
+    `before_publish`: what must be finished before a checkpoint appears under its name (the
+    epoch's metrics write, cnnlab.tracking.callback), called once the file is written aside.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.before_publish: list[Callable[[], None]] = []
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         try:
             with atomic_path(path) as tmp:
                 torch.save(checkpoint, tmp)
+                for wait in self.before_publish:
+                    wait()
         except RuntimeError as e:  # torch reports a failed write as RuntimeError("... file write failed")
             folder = Path(path).parent
             full = folder.exists() and shutil.disk_usage(folder).free < 64 * 2**20

@@ -3,8 +3,10 @@
 Real `cnnlab.training.train.train` runs on a tiny prepared data set, read back from a real MLflow store.
 """
 
+import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from mlflow import MlflowClient
 from torch._dynamo.utils import counters
 
 import cnnlab.optim.regularization
+import cnnlab.tracking.callback
 import cnnlab.training.checkpoint
 import cnnlab.training.module
 from cnnlab.errors import UserError
@@ -250,6 +253,33 @@ def test_a_whole_epoch_is_timed_with_its_checkpoint_writes(tmp_path, arrays, mon
     assert len(walls) == 3 and all(writes[e] >= 1 for e in range(3)), (walls, writes)
     for e in range(3):
         assert walls[e] - trained[e] >= 0.2 * writes[e], (e, walls, trained, writes)
+
+
+def test_a_checkpoint_appears_only_once_its_epochs_metrics_are_in_the_store(tmp_path, arrays, monkeypatch):
+    # The metrics are written on a thread beside the checkpoint's serialization; a store made 0.3 s
+    # slower per write must still hold epoch e's metrics whenever a checkpoint of epoch e is published.
+    write = cnnlab.tracking.callback.with_retry
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.3)
+        return write(*args, **kwargs)
+
+    published: list[tuple[int, int]] = []
+    save = cnnlab.training.checkpoint.SafeCheckpointIO.save_checkpoint
+    cfg = run_config(tmp_path, arrays, "run", "trainer.max_epochs=3")
+
+    def save_and_look(self, checkpoint, path, storage_options=None):
+        save(self, checkpoint, path, storage_options)
+        run_id = json.loads((Path(cfg.run.dir) / "state.json").read_text())["mlflow_run_id"]
+        logged = MlflowClient(cfg.tracking.uri).get_metric_history(run_id, "val/acc")
+        published.append((checkpoint["epoch"], len(logged)))
+
+    monkeypatch.setattr(cnnlab.tracking.callback, "with_retry", slow_write)
+    monkeypatch.setattr(cnnlab.training.checkpoint.SafeCheckpointIO, "save_checkpoint", save_and_look)
+    result = train(cfg)
+    assert {epoch for epoch, _ in published} == {0, 1, 2}
+    assert all(logged >= epoch + 1 for epoch, logged in published), published
+    assert len(history(tmp_path, result, "val/acc")) == 3
 
 
 def record_training_forward(monkeypatch) -> dict[str, set]:

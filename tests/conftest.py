@@ -1,6 +1,9 @@
 import os
 
+import pytest
+
 from cnnlab.study.precision import CPU_FLAGS_VARIABLE, SPEEDUP_VARIABLE
+from tests.helpers import tiny_prepared
 
 pytest_plugins = ["tests.browser"]
 
@@ -9,3 +12,9 @@ pytest_plugins = ["tests.browser"]
 # it tests. Subprocesses (snakemake, cnnlab-train) inherit it.
 os.environ[CPU_FLAGS_VARIABLE] = ""
 os.environ.pop(SPEEDUP_VARIABLE, None)
+
+
+@pytest.fixture(scope="session")
+def arrays(tmp_path_factory):
+    """A tiny prepared data set (tests.helpers.tiny_prepared), made once and only read by the tests."""
+    return tiny_prepared(tmp_path_factory.mktemp("data"))

@@ -61,6 +61,18 @@ def copy_workflow(dest: Path, studies: dict[str, str] | None = None) -> Path:
     return dest
 
 
+def tiny_run_config(tmp_path: Path, arrays: Path, name: str, *overrides: str):
+    """The composed config of a small MLP run on the tiny data: its folder tmp_path/name, its store
+    tmp_path/mlflow.db (one thread, batches of 32, no progress bar)."""
+    from cnnlab.study.studies import compose_config
+
+    return compose_config([
+        "model=mlp", "model.hidden=[32]", "trainer.batch_size=32", "trainer.eval_batch_size=64",
+        "trainer.progress_bar=false", "trainer.threads=1", f"data.arrays={arrays}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"run.dir={tmp_path / name}", *overrides,
+    ])
+
+
 def train_cmd(*overrides: str) -> list[str]:
     return [PYTHON, "-m", "cnnlab.training.train", "trainer.progress_bar=false", *overrides]
 

@@ -22,7 +22,7 @@ from cnnlab.errors import UserError
 from cnnlab.study.studies import compose_config
 from cnnlab.tracking.store import connect
 from cnnlab.tracking.uri import move_credentials, resolve_uri, store_uri
-from tests.helpers import read_json, run, tiny_prepared, train_cmd
+from tests.helpers import read_json, run, train_cmd
 
 PASSWORD = "s3cr3t-Pa55"
 USER = "alice-user"
@@ -114,11 +114,6 @@ def test_an_unreachable_server_is_named_without_its_credentials(clean_env, caplo
     _assert_hidden(caplog.text, "the log")
     out, errout = capfd.readouterr()
     _assert_hidden(out + errout, "the output")
-
-
-@pytest.fixture(scope="module")
-def arrays(tmp_path_factory):
-    return tiny_prepared(tmp_path_factory.mktemp("data"))
 
 
 def test_training_against_an_unreachable_server_with_credentials_prints_and_records_no_secret(tmp_path, arrays):

@@ -19,7 +19,7 @@ from cnnlab.study.studies import CONF_DIR, compose_config
 from cnnlab.training.rundir import RunDir
 from cnnlab.training.train import train
 from cnnlab.training.trainer import choose_precision
-from tests.helpers import tiny_prepared
+from tests.helpers import tiny_run_config
 
 NATIVE = {"avx512f", "avx512_bf16"}
 
@@ -144,17 +144,8 @@ def test_the_probe_measures_both_precisions_and_leaves_the_random_numbers_alone(
     assert ratio > 0 and drawn == torch.rand(1).item()
 
 
-@pytest.fixture(scope="module")
-def arrays(tmp_path_factory):
-    return tiny_prepared(tmp_path_factory.mktemp("data"))
-
-
 def run_config(tmp_path, arrays, name, *overrides):
-    return compose_config([
-        "model=mlp", "model.hidden=[32]", "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.max_epochs=1",
-        "trainer.progress_bar=false", "trainer.threads=1", f"data.arrays={arrays}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"run.dir={tmp_path / name}", *overrides,
-    ])
+    return tiny_run_config(tmp_path, arrays, name, "trainer.max_epochs=1", *overrides)
 
 
 @pytest.mark.parametrize("speedup, expected", [(1.5, "bf16-mixed"), (1.0, "32-true")])

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import require, run, tiny_prepared, train_cmd
+from tests.helpers import require, run, train_cmd
 
 
 @pytest.fixture
@@ -25,11 +25,6 @@ def mounted(tmp_path):
         # Lazy: a file the test process still holds open (MLflow's pooled SQLite connection) would
         # make a plain umount fail as busy and leave the mount behind.
         subprocess.run(["umount", "--lazy", str(point)], check=False)
-
-
-@pytest.fixture(scope="module")
-def arrays(tmp_path_factory):
-    return tiny_prepared(tmp_path_factory.mktemp("data"))
 
 
 def test_a_full_disk_names_the_file_and_leaves_no_partial_checkpoint(tmp_path, arrays, mounted):

@@ -12,18 +12,13 @@ import pytest
 from mlflow import MlflowClient
 
 from cnnlab.data.preprocess import load_arrays
-from tests.helpers import read_json, run, tiny_prepared, train_cmd
+from tests.helpers import read_json, run, train_cmd
 
 EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/l1_penalty", "train/l2_penalty",
                  "epoch_seconds", "epoch_wall_seconds", "train/images_per_sec"}
 FINAL_METRICS = {"test/acc", "test/loss", "params", "best_val_acc", "epochs", "job_seconds"}
 TAGS = {"study", "variant", "seed", "model", "git_commit", "git_dirty", "data_md5", "zscore_mean", "zscore_std",
         "torch_version", "lightning_version", "cnnlab_version", "device"}
-
-
-@pytest.fixture(scope="module")
-def arrays(tmp_path_factory):
-    return tiny_prepared(tmp_path_factory.mktemp("data"))
 
 
 def test_a_tiny_run_records_params_tags_metrics_and_artifacts(tmp_path, arrays):

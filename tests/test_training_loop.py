@@ -24,23 +24,14 @@ from cnnlab.study.studies import compose_config
 from cnnlab.training.rundir import RunDir
 from cnnlab.training.train import train
 from cnnlab.training.trainer import build_trainer
-from tests.helpers import tiny_prepared
+from tests.helpers import tiny_run_config
 
 # 400 training images in batches of 32: 13 optimizer steps per epoch, the last one short.
 STEPS_PER_EPOCH = 13
 
 
-@pytest.fixture(scope="module")
-def arrays(tmp_path_factory):
-    return tiny_prepared(tmp_path_factory.mktemp("data"))
-
-
 def run_config(tmp_path, arrays, name, *overrides):
-    return compose_config([
-        "model=mlp", "model.hidden=[32]", "model.dropout=0.1", "augment=shift_flip", "trainer.batch_size=32",
-        "trainer.eval_batch_size=64", "trainer.progress_bar=false", "trainer.threads=1", f"data.arrays={arrays}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"run.dir={tmp_path / name}", *overrides,
-    ])
+    return tiny_run_config(tmp_path, arrays, name, "model.dropout=0.1", "augment=shift_flip", *overrides)
 
 
 def history(tmp_path, result, name):

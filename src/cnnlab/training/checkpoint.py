@@ -31,6 +31,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
         self.before_publish: list[Callable[[], None]] = []
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        # A job killed while its write waited (before_publish) left the file written aside: the run's
+        # one writer clears it now, so the folder holds only published checkpoints.
+        for stale in Path(path).parent.glob(f".{Path(path).name}.*"):
+            stale.unlink(missing_ok=True)
         try:
             with atomic_path(path) as tmp:
                 torch.save(checkpoint, tmp)

@@ -176,8 +176,8 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
     device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
     compose = lambda s, v: compose_config(study=s, variant=v, conf_dir=conf_dir)  # noqa: E731
     jobs = [Job(s, v, compose(s, v)) for s, v, _ in pending]
-    studies = sorted({s for s, _, _ in pending})
-    probes = [Job(s, v, compose(s, v)) for s in studies for v in full_data_baselines(load_study(s, conf_dir))]
+    probes = [Job(s, v, compose(s, v)) for s in sorted({s for s, _, _ in pending})
+              for v in full_data_baselines(load_study(s, conf_dir))]
     result = estimate(jobs, slots, device, n_train, n_eval, probes)
     where = f"{slots} at a time on {'GPU' if device.type == 'cuda' else 'CPU'}"
     rates = ", ".join(f"{f} {r:,.0f}" for f, r in result["rates"].items())

@@ -5,6 +5,7 @@ CNNLAB_BF16_SPEEDUP, as the workflow hands them; real training on a tiny prepare
 """
 
 import json
+import traceback
 from types import SimpleNamespace
 
 import pytest
@@ -161,6 +162,25 @@ def test_a_run_trains_in_the_chosen_precision_and_logs_it(tmp_path, arrays, monk
     assert params["precision_resolved"] == expected and params["precision_bf16_speedup"] == f"{speedup:.2f}"
     assert params["precision_chosen_by"].startswith("CPU with avx512_bf16, bf16 ")
     assert torch.bfloat16 in dtypes if expected == "bf16-mixed" else dtypes == {torch.float32}
+
+
+def test_every_forward_pass_of_a_bf16_run_is_under_autocast(tmp_path, arrays):
+    # Training, validation, the train probe and the test alike: the train/validation gap compares
+    # accuracies measured in one precision. (MLflow's check of the logged model, which serves in
+    # fp32, runs its copy of the network after training; it is not counted.)
+    seen = []
+    forward = torch.nn.Linear.forward
+
+    def recorded(self, x):
+        if not any("/mlflow/" in frame.filename for frame in traceback.extract_stack()):
+            seen.append((self.training, torch.is_autocast_enabled("cpu")))
+        return forward(self, x)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.Linear, "forward", recorded)
+        train(run_config(tmp_path, arrays, "run", "trainer.precision=bf16-mixed", "data.train_probe_images=64"))
+    assert {training for training, _ in seen} == {True, False}  # both kinds of pass were seen
+    assert all(autocast for _, autocast in seen)
 
 
 def test_a_resumed_run_keeps_the_precision_it_started_in(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 Real `cnnlab.training.train.train` runs on a tiny prepared data set, read back from a real MLflow store.
 """
 
+import gc
 import json
 import math
 import time
@@ -353,3 +354,21 @@ def test_torch_compile_trains_through_the_same_loop(tmp_path, arrays):
     assert compiled["graphs"] > 0 and compiled["frames"] > 0, compiled
     assert counters["stats"]["unique_graphs"] == 0 and counters["frames"]["total"] == 0  # nothing compiled without it
     assert history(tmp_path, result, "train/loss") == pytest.approx(history(tmp_path, plain, "train/loss"), rel=1e-3)
+
+
+def test_training_runs_with_the_set_up_heap_frozen_and_thaws_it_after(tmp_path, arrays, monkeypatch):
+    # A full collection during training walks only what training made; the caller's process
+    # collects as before once train() returns.
+    assert gc.get_freeze_count() == 0
+    frozen = []
+    forward = torch.nn.Linear.forward
+
+    def recorded(self, x):
+        if self.training:  # the training steps (not MLflow's check of the logged model after the run)
+            frozen.append(gc.get_freeze_count())
+        return forward(self, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recorded)
+    train(run_config(tmp_path, arrays, "run", "trainer.max_epochs=1"))
+    assert frozen and min(frozen) > 0
+    assert gc.get_freeze_count() == 0

@@ -231,9 +231,12 @@ class Classifier(pl.LightningModule):
         if probe is None:
             return {}
         self._reset("probe")
-        for x, y in probe:
-            logits = self.net(x)
-            self._accumulate("probe", F.cross_entropy(logits, y), logits, y)
+        # In validation's precision (bf16 autocast under bf16-mixed): Lightning applies it to
+        # validation_step only, and this hook runs outside it; the gap compares like with like.
+        with self.trainer.precision_plugin.val_step_context():
+            for x, y in probe:
+                logits = self.net(x)
+                self._accumulate("probe", F.cross_entropy(logits, y), logits, y)
         means = self._means("probe")
         return {"probe_loss": means["loss"], "probe_acc": means["acc"]}
 

@@ -10,6 +10,7 @@ continues the same MLflow run.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -101,11 +102,12 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
         trainer, best = build_trainer(cfg, run_dir, [run.callback()] if run else [], precision.precision)
         if resume is not None:
             log.info("resuming from %s", resume)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        if trainer.interrupted:
-            raise KeyboardInterrupt("training was interrupted")
-        t_fitted = time.perf_counter()  # the last epoch's validation done; the after-training work starts
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=best.best_model_path, verbose=False)[0]
+        with frozen_heap():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+            if trainer.interrupted:
+                raise KeyboardInterrupt("training was interrupted")
+            t_fitted = time.perf_counter()  # the last epoch's validation done; the after-training work starts
+            tested = trainer.test(module, datamodule=datamodule, ckpt_path=best.best_model_path, verbose=False)[0]
         if not trainer.is_global_zero:
             return {}
         result = {
@@ -210,6 +212,25 @@ def run_job(cfg: DictConfig) -> float | None:
         _exit_on_failure(e, bug_traceback=True)
         raise
     return result.get("test_acc")
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """Training and test with the objects that exist now out of the garbage collector's sight.
+
+    They live as long as the run; each full collection that training's own objects trigger would
+    otherwise walk them all (about a million from torch, Lightning and MLflow: tenths of a second
+    each, several per run; docs/notes.md). A process frozen already (a job forked warm) stays as it
+    is; one frozen here is thawed after, so a caller that goes on collects as before.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def main(argv: list[str] | None = None) -> int:

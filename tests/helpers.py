@@ -73,6 +73,26 @@ def tiny_run_config(tmp_path: Path, arrays: Path, name: str, *overrides: str):
     ])
 
 
+def record_forward_passes(monkeypatch, observe) -> list[tuple[bool, object]]:
+    """Patch nn.Linear.forward to append (the layer's training flag, observe()) at each of a run's
+    passes: training, validation, the train probe and the test. MLflow's check of the logged model,
+    which serves in fp32 on its own copy of the network after training, is left out."""
+    import traceback
+
+    import torch
+
+    seen = []
+    forward = torch.nn.Linear.forward
+
+    def recorded(self, x):
+        if not any("/mlflow/" in frame.filename for frame in traceback.extract_stack()):
+            seen.append((self.training, observe()))
+        return forward(self, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recorded)
+    return seen
+
+
 def train_cmd(*overrides: str) -> list[str]:
     return [PYTHON, "-m", "cnnlab.training.train", "trainer.progress_bar=false", *overrides]
 

@@ -5,7 +5,6 @@ CNNLAB_BF16_SPEEDUP, as the workflow hands them; real training on a tiny prepare
 """
 
 import json
-import traceback
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +19,7 @@ from cnnlab.study.studies import CONF_DIR, compose_config
 from cnnlab.training.rundir import RunDir
 from cnnlab.training.train import train
 from cnnlab.training.trainer import choose_precision
-from tests.helpers import tiny_run_config
+from tests.helpers import record_forward_passes, tiny_run_config
 
 NATIVE = {"avx512f", "avx512_bf16"}
 
@@ -164,21 +163,11 @@ def test_a_run_trains_in_the_chosen_precision_and_logs_it(tmp_path, arrays, monk
     assert torch.bfloat16 in dtypes if expected == "bf16-mixed" else dtypes == {torch.float32}
 
 
-def test_every_forward_pass_of_a_bf16_run_is_under_autocast(tmp_path, arrays):
+def test_every_forward_pass_of_a_bf16_run_is_under_autocast(tmp_path, arrays, monkeypatch):
     # Training, validation, the train probe and the test alike: the train/validation gap compares
-    # accuracies measured in one precision. (MLflow's check of the logged model, which serves in
-    # fp32, runs its copy of the network after training; it is not counted.)
-    seen = []
-    forward = torch.nn.Linear.forward
-
-    def recorded(self, x):
-        if not any("/mlflow/" in frame.filename for frame in traceback.extract_stack()):
-            seen.append((self.training, torch.is_autocast_enabled("cpu")))
-        return forward(self, x)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch.nn.Linear, "forward", recorded)
-        train(run_config(tmp_path, arrays, "run", "trainer.precision=bf16-mixed", "data.train_probe_images=64"))
+    # accuracies measured in one precision.
+    seen = record_forward_passes(monkeypatch, lambda: torch.is_autocast_enabled("cpu"))
+    train(run_config(tmp_path, arrays, "run", "trainer.precision=bf16-mixed", "data.train_probe_images=64"))
     assert {training for training, _ in seen} == {True, False}  # both kinds of pass were seen
     assert all(autocast for _, autocast in seen)
 

@@ -25,7 +25,7 @@ from cnnlab.study.studies import compose_config
 from cnnlab.training.rundir import RunDir
 from cnnlab.training.train import train
 from cnnlab.training.trainer import build_trainer
-from tests.helpers import tiny_run_config
+from tests.helpers import record_forward_passes, tiny_run_config
 
 # 400 training images in batches of 32: 13 optimizer steps per epoch, the last one short.
 STEPS_PER_EPOCH = 13
@@ -360,15 +360,7 @@ def test_training_runs_with_the_set_up_heap_frozen_and_thaws_it_after(tmp_path, 
     # A full collection during training walks only what training made; the caller's process
     # collects as before once train() returns.
     assert gc.get_freeze_count() == 0
-    frozen = []
-    forward = torch.nn.Linear.forward
-
-    def recorded(self, x):
-        if self.training:  # the training steps (not MLflow's check of the logged model after the run)
-            frozen.append(gc.get_freeze_count())
-        return forward(self, x)
-
-    monkeypatch.setattr(torch.nn.Linear, "forward", recorded)
+    seen = record_forward_passes(monkeypatch, gc.get_freeze_count)
     train(run_config(tmp_path, arrays, "run", "trainer.max_epochs=1"))
-    assert frozen and min(frozen) > 0
+    assert any(training for training, _ in seen) and min(frozen for _, frozen in seen) > 0
     assert gc.get_freeze_count() == 0

@@ -219,9 +219,9 @@ def frozen_heap():
     """Training and test with the objects that exist now out of the garbage collector's sight.
 
     They live as long as the run; each full collection that training's own objects trigger would
-    otherwise walk them all (about a million from torch, Lightning and MLflow: tenths of a second
-    each, several per run; docs/notes.md). A process frozen already (a job forked warm) stays as it
-    is; one frozen here is thawed after, so a caller that goes on collects as before.
+    otherwise walk them all, the objects torch, Lightning and MLflow import among them
+    (docs/notes.md). A process frozen already (a job forked warm) stays as it is; one frozen here is
+    thawed after, so a caller that goes on collects as before.
     """
     if gc.get_freeze_count():
         yield

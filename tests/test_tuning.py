@@ -150,6 +150,27 @@ def test_the_estimate_adds_epochs_over_measured_throughput_and_splits_the_jobs_o
     assert two["seconds"] == pytest.approx(one["seconds"] / 2, rel=0.5) and set(one["rates"]) == {"mlp"}
 
 
+def test_the_work_that_orders_jobs_counts_each_layers_flops_and_ranks_the_cpu_studys_jobs(conf):
+    mlp = compose_config(["model=mlp", "model.hidden=[64,32]"], conf_dir=conf)
+    # Two FLOPs per multiply-accumulate of each linear layer: 3,072 -> 64 -> 32 -> 10.
+    assert estimate.forward_flops(mlp.model) == 2 * (3072 * 64 + 64 * 32 + 32 * 10)
+    cnn = compose_config(["model=cnn", "model.channels=[8]", "model.hidden=[]"], conf_dir=conf)
+    # A 3x3 convolution 3 -> 8 at 32 x 32 (padding 1), pooled to 16 x 16, then a linear 2,048 -> 10.
+    assert estimate.forward_flops(cnn.model) == 2 * (32 * 32 * 8 * 3 * 9 + 8 * 16 * 16 * 10)
+    cfg = compose_config(["model=mlp", "model.hidden=[64,32]", "trainer.max_epochs=3"], conf_dir=conf)
+    assert estimate.training_work(cfg, 45000, 5000) == pytest.approx(
+        estimate.trained_images(cfg, 45000, 5000) * estimate.forward_flops(cfg.model) / 1e9)
+    # The cpu study: every CNN full-data job outweighs every MLP full-data job, which outweighs
+    # every limited-regime job of its family.
+    study = load_study("cpu", conf)
+    work = {(v[:3], study.regime_of(v).name): [] for v in study.variants}
+    for v in study.variants:
+        cfg = compose_config(study="cpu", variant=v, conf_dir=conf)
+        work[v[:3], study.regime_of(v).name].append(estimate.training_work(cfg, 45000, 5000))
+    assert min(work["cnn", "full"]) > max(work["mlp", "full"]) > max(work["mlp", "limited"]) > 0
+    assert min(work["cnn", "full"]) > max(work["cnn", "limited"])
+
+
 @pytest.mark.slow  # measures the throughput of every network of three studies (about a minute)
 def test_a_long_cpu_run_is_announced_with_the_smaller_studies(conf):
     # The lecture study's 30-epoch runs take many hours on any CPU: its estimate says so.

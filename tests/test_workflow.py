@@ -91,3 +91,18 @@ def test_a_bad_variant_stops_the_workflow_before_any_job_with_one_clear_line(tmp
         in proc.stdout + proc.stderr
     )
     assert not (wd / "results").exists()
+
+
+def test_the_longest_training_jobs_are_scheduled_first(tmp_path):
+    # Each training job's priority is its work (cnnlab.study.estimate.training_work): the CNN's
+    # full-data runs first, the MLP's limited-regime runs last, so no long job is left to run alone.
+    wd = copy_workflow(tmp_path / "wd")
+    proc = run([SNAKEMAKE, "-n", "--cores", "2", "-s", str(wd / "Snakefile"), "--directory", str(wd),
+                "--config", "study=quick"], cwd=wd, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    jobs = re.findall(r"rule train_variant:.*?wildcards: study=quick, variant=(\w+), seed=\d+\n\s+priority: (\d+)",
+                      proc.stdout + proc.stderr, flags=re.S)
+    priority = {variant: int(p) for variant, p in jobs}
+    assert len(priority) == 21
+    assert min(priority[v] for v in ("cnn_baseline", "cnn_all", "cnn_gap")) > priority["mlp_baseline"]
+    assert priority["mlp_baseline"] > max(priority[v] for v in ("mlp_limited_baseline", "mlp_l1", "mlp_augment"))

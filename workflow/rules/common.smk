@@ -164,6 +164,17 @@ def variant_fingerprint(wildcards):
     return FINGERPRINTS[(wildcards.study, wildcards.variant)]
 
 
+def training_priority(wildcards):
+    """A training job's work in GFLOPs (cnnlab.study.estimate.training_work) as its priority: among
+    the jobs ready to run the longest starts first, so the study does not end on one long job
+    running alone while the other cores wait."""
+    from cnnlab.study.estimate import training_work
+
+    cfg = CONFIGS.get((wildcards.study, wildcards.variant))
+    n_eval = config["val_size"]
+    return 0 if cfg is None else round(training_work(cfg, config["train_records"] - n_eval, n_eval))
+
+
 def study_results(wildcards):
     """Every training result of the study: one per (variant, seed)."""
     study = STUDIES[wildcards.study]
@@ -236,6 +247,8 @@ def announce_training_jobs(pending):
         # Jobs sharing a GPU share its speed: the estimate counts whole GPUs (the measured rate is one job's).
         gpus = max(1, slots // JOBS_PER_GPU) if slots else 0
         n_eval = config["val_size"]
-        result = announce(pending, CONF_DIR, gpus or workflow.cores, gpus, config["train_records"] - n_eval, n_eval)
+        result = announce(
+            pending, CONF_DIR, gpus or workflow.cores, gpus, config["train_records"] - n_eval, n_eval, configs=CONFIGS
+        )
         # Inherited by every job, not a param: a new measurement must not re-run finished jobs.
         os.environ[SPEEDUP_VARIABLE] = json.dumps(bf16_speedups(result))

@@ -12,6 +12,8 @@ rule train_variant:
         "logs/{study}/train/{variant}-seed{seed}.log",
     benchmark:
         "benchmarks/{study}/train/{variant}-seed{seed}.tsv"
+    # The longest jobs start first (training_priority, common.smk).
+    priority: training_priority
     conda:
         ENVIRONMENT
     threads: TRAIN_THREADS

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from cnnlab.data.batches import EvalBatches, TrainBatches, normalize
-from cnnlab.data.preprocess import load_arrays, load_stats, stats_path  # noqa: F401 (load_stats, stats_path: their old home)
+from cnnlab.data.preprocess import load_arrays, load_stats
 from cnnlab.data.subset import fixed_subset
 
 # Filled in the warm process (cnnlab.launch.forkserver) before it forks a job: the arrays of the file its

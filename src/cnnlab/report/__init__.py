@@ -5,6 +5,14 @@ workflow's error hook when some training jobs failed: those variants show as fai
 Its sections and figures come from one registry (`cnnlab.report.registry`).
 """
 
-from cnnlab.report.build import build_report
-
 __all__ = ["build_report"]
+
+
+def __getattr__(name):
+    # The builder is imported on first use: the Snakefile imports the registry from this package
+    # at every start, and the builder's imports (MLflow, matplotlib) would slow that start.
+    if name == "build_report":
+        from cnnlab.report.build import build_report
+
+        return build_report
+    raise AttributeError(f"module 'cnnlab.report' has no attribute {name!r}")

@@ -11,8 +11,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.atomic import atomic_path, write_text
-from cnnlab.data.datamodule import load_stats
-from cnnlab.data.preprocess import load_arrays
+from cnnlab.data.preprocess import load_arrays, load_stats
 from cnnlab.figures import plt
 from cnnlab.report import network_figures, networks, registry
 from cnnlab.report.context import ReportContext

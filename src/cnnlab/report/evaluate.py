@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from cnnlab.atomic import write_text
-from cnnlab.data.datamodule import load_stats
-from cnnlab.data.preprocess import load_arrays
+from cnnlab.data.preprocess import load_arrays, load_stats
 from cnnlab.errors import UserError
 from cnnlab.models import build_network
 from cnnlab.report import sensitivity

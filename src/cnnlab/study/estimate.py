@@ -14,6 +14,7 @@ choice must not change with the jobs left to run.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.models import build_network, family_of
 from cnnlab.optim.optimizers import build_optimizer
@@ -102,12 +105,37 @@ def bf16_speedup(cfg, device: torch.device, rounds: int = 3, steps: int = 2,
     return max(bf16) / max(fp32)
 
 
-def job_seconds(cfg, rate: float, n_train: int, n_eval: int) -> float:
-    epochs = cfg.trainer.max_epochs
+def trained_images(cfg, n_train: int, n_eval: int) -> float:
+    """The images a run trains on, over all its epochs, evaluated ones counted at EVAL_COST each."""
     n_train = min(cfg.data.train_subset or n_train, n_train)  # a data-limited regime trains on its subset
     per_epoch = min(cfg.data.train_images or n_train, n_train)
     probe = min(cfg.data.train_probe_images, n_train)
-    return epochs * (per_epoch + EVAL_COST * (n_eval + probe)) / rate + JOB_OVERHEAD_S
+    return cfg.trainer.max_epochs * (per_epoch + EVAL_COST * (n_eval + probe))
+
+
+def job_seconds(cfg, rate: float, n_train: int, n_eval: int) -> float:
+    return trained_images(cfg, n_train, n_eval) / rate + JOB_OVERHEAD_S
+
+
+@functools.cache
+def _forward_flops(model_yaml: str) -> int:
+    net = build_network(OmegaConf.create(model_yaml)).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, 32, 32))
+    return counter.get_total_flops()
+
+
+def forward_flops(model_cfg) -> int:
+    """One image's forward pass through the network, in FLOPs of its convolutions and matrix products
+    (torch's FlopCounterMode), counted on a network built from the config (no training)."""
+    return _forward_flops(OmegaConf.to_yaml(model_cfg))
+
+
+def training_work(cfg, n_train: int, n_eval: int) -> float:
+    """A run's work, in forward-pass GFLOPs: what the workflow orders its jobs by, the longest first.
+    Measured before any job runs, without timing anything, it ranks jobs, not seconds: a CNN's FLOP
+    runs slower than an MLP's on a CPU."""
+    return trained_images(cfg, n_train, n_eval) * forward_flops(cfg.model) / 1e9
 
 
 def precision_choices(jobs: list[Job], device: torch.device, probes: list[Job] = ()) -> dict[str, PrecisionChoice]:
@@ -168,13 +196,22 @@ def duration(seconds: float) -> str:
 
 
 def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: int, n_train: int, n_eval: int,
-             smaller: tuple[str, ...] = ("quick", "cpu"), say=print) -> dict:
+             smaller: tuple[str, ...] = ("quick", "cpu"), say=print, configs: dict | None = None) -> dict:
     """Say how many training jobs are about to run and for about how long; point a CPU-only user who
-    is about to start a many-hour run at the smaller studies (with their own estimates)."""
+    is about to start a many-hour run at the smaller studies (with their own estimates).
+
+    configs: (study, variant) -> composed config, those the caller has already composed (the
+    workflow has every variant's); the others are composed here, each once, not once per seed."""
     from cnnlab.study.studies import compose_config, load_study
 
     device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
-    compose = lambda s, v: compose_config(study=s, variant=v, conf_dir=conf_dir)  # noqa: E731
+    composed = dict(configs or {})
+
+    def compose(study: str, variant: str):
+        if (study, variant) not in composed:
+            composed[study, variant] = compose_config(study=study, variant=variant, conf_dir=conf_dir)
+        return composed[study, variant]
+
     jobs = [Job(s, v, compose(s, v)) for s, v, _ in pending]
     probes = [Job(s, v, compose(s, v)) for s in sorted({s for s, _, _ in pending})
               for v in full_data_baselines(load_study(s, conf_dir))]

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Param
 
 from cnnlab.atomic import write_text
-from cnnlab.data.datamodule import load_stats
+from cnnlab.data.preprocess import load_stats
 from cnnlab.tracking.store import end_run, init_store, with_retry
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from cnnlab.atomic import write_text
-from cnnlab.data.datamodule import ArrayDataModule, load_stats
-from cnnlab.data.preprocess import check_prepared
+from cnnlab.data.datamodule import ArrayDataModule
+from cnnlab.data.preprocess import check_prepared, load_stats
 from cnnlab.errors import UserError, storage_error_message
 from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.process_start import seconds_since_job_start

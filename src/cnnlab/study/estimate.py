@@ -10,6 +10,9 @@ bf16 autocast, alternating, which decides the family's precision under `trainer.
 (cnnlab.study.precision); the workflow hands the measured speed-ups to its jobs. The baseline, not
 whichever job Snakemake lists first: an Adam or batch-norm variant gains less from bf16, and the
 choice must not change with the jobs left to run.
+
+The workflow also orders its training jobs by their work in FLOPs (training_work), the longest
+first: counted, not timed, since Snakemake sets priorities before anything runs.
 """
 
 from __future__ import annotations

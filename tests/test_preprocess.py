@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -49,6 +51,22 @@ def test_zscore_stats_match_a_hand_computation():
     mean, std = zscore_stats(x)
     assert mean == pytest.approx([0.5, 0.2, 0.2])
     assert std == pytest.approx([0.5, 0.0, 0.2])
+
+
+def test_zscore_stats_are_exact_and_what_training_uses_matches_the_float_computation():
+    x = np.random.default_rng(0).integers(0, 256, size=(500, 3, 32, 32), dtype=np.uint8)
+    mean, std = zscore_stats(x)
+    for c in range(3):
+        pixels = x[:, c].astype(np.int64)
+        exact_mean = Fraction(int(pixels.sum()), pixels.size * 255)
+        exact_var = Fraction(int((pixels * pixels).sum()), pixels.size * 255**2) - exact_mean**2
+        assert mean[c] == pytest.approx(float(exact_mean), rel=1e-15)
+        assert std[c] == pytest.approx(math.sqrt(exact_var), rel=1e-15)
+    # Training z-scores in float32 (cnnlab.data.batches.normalize): in float32 these statistics are
+    # those of the images converted to floats, here as on CIFAR-10's training split (docs/notes.md).
+    xf = x.astype(np.float64) / 255.0
+    assert np.array_equal(np.float32(mean), np.float32(xf.mean(axis=(0, 2, 3))))
+    assert np.array_equal(np.float32(std), np.float32(xf.std(axis=(0, 2, 3))))
 
 
 def test_prepared_split_matches_the_archive_and_the_seed(prepared):

@@ -29,9 +29,18 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def zscore_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (N, 3, H, W), on the [0, 1] pixel scale."""
-    xf = x.astype(np.float64) / 255.0
-    return xf.mean(axis=(0, 2, 3)).tolist(), xf.std(axis=(0, 2, 3)).tolist()
+    """Per-channel mean and std of uint8 images (N, 3, H, W), on the [0, 1] pixel scale.
+
+    From each channel's counts of the 256 pixel values: no float copy of the images (1.1 GB for
+    CIFAR-10's training split), and the sums are exact."""
+    values = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for channel in range(x.shape[1]):
+        counts = np.bincount(x[:, channel].ravel(), minlength=256)
+        mean = counts @ values / counts.sum()
+        means.append(float(mean))
+        stds.append(float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum())))
+    return means, stds
 
 
 def prepare(

@@ -131,13 +131,13 @@ def _forward_flops(model_yaml: str) -> int:
 def forward_flops(model_cfg) -> int:
     """One image's forward pass through the network, in FLOPs of its convolutions and matrix products
     (torch's FlopCounterMode), counted on a network built from the config (no training)."""
-    return _forward_flops(OmegaConf.to_yaml(model_cfg))
+    return _forward_flops(OmegaConf.to_yaml(model_cfg, resolve=True))
 
 
 def training_work(cfg, n_train: int, n_eval: int) -> float:
     """A run's work, in forward-pass GFLOPs: what the workflow orders its jobs by, the longest first.
-    Measured before any job runs, without timing anything, it ranks jobs, not seconds: a CNN's FLOP
-    runs slower than an MLP's on a CPU."""
+    Counted before any job runs, not timed, it ranks jobs rather than predicting seconds (a CNN's
+    FLOP runs slower than an MLP's on a CPU)."""
     return trained_images(cfg, n_train, n_eval) * forward_flops(cfg.model) / 1e9
 
 

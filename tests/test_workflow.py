@@ -97,8 +97,7 @@ def test_the_longest_training_jobs_are_scheduled_first(tmp_path):
     # Each training job's priority is its work (cnnlab.study.estimate.training_work): the CNN's
     # full-data runs first, the MLP's limited-regime runs last, so no long job is left to run alone.
     wd = copy_workflow(tmp_path / "wd")
-    proc = run([SNAKEMAKE, "-n", "--cores", "2", "-s", str(wd / "Snakefile"), "--directory", str(wd),
-                "--config", "study=quick"], cwd=wd, timeout=300)
+    proc = snakemake(wd, "-n", "--config", "study=quick", timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     jobs = re.findall(r"rule train_variant:.*?wildcards: study=quick, variant=(\w+), seed=\d+\n\s+priority: (\d+)",
                       proc.stdout + proc.stderr, flags=re.S)

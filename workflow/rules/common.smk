@@ -26,6 +26,9 @@ if config["val_size"] >= config["train_records"]:
         f"val_size ({config['val_size']}) must be smaller than train_records ({config['train_records']}); "
         "the validation images are taken from the training records."
     )
+# The images a training job trains on and validates on, as the time estimate and the job order count them.
+N_EVAL = config["val_size"]
+N_TRAIN = config["train_records"] - N_EVAL
 
 REPO = Path(workflow.basedir)
 CONF_DIR = REPO / "conf"
@@ -171,8 +174,7 @@ def training_priority(wildcards):
     from cnnlab.study.estimate import training_work
 
     cfg = CONFIGS.get((wildcards.study, wildcards.variant))
-    n_eval = config["val_size"]
-    return 0 if cfg is None else round(training_work(cfg, config["train_records"] - n_eval, n_eval))
+    return 0 if cfg is None else round(training_work(cfg, N_TRAIN, N_EVAL))
 
 
 def study_results(wildcards):
@@ -246,9 +248,6 @@ def announce_training_jobs(pending):
         slots = workflow.global_resources["gpu"].value or 0 if "gpu" in workflow.global_resources else 0
         # Jobs sharing a GPU share its speed: the estimate counts whole GPUs (the measured rate is one job's).
         gpus = max(1, slots // JOBS_PER_GPU) if slots else 0
-        n_eval = config["val_size"]
-        result = announce(
-            pending, CONF_DIR, gpus or workflow.cores, gpus, config["train_records"] - n_eval, n_eval, configs=CONFIGS
-        )
+        result = announce(pending, CONF_DIR, gpus or workflow.cores, gpus, N_TRAIN, N_EVAL, configs=CONFIGS)
         # Inherited by every job, not a param: a new measurement must not re-run finished jobs.
         os.environ[SPEEDUP_VARIABLE] = json.dumps(bf16_speedups(result))

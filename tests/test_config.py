@@ -95,6 +95,12 @@ def test_cnn_parameter_count_matches_hand_computation():
         ),
         (["trainer.accumulate_grad_batches=0"], "'trainer.accumulate_grad_batches' must be a whole number of at"),
         (["trainer.batch_size=-5"], "'trainer.batch_size' must be a whole number of at least 1, not -5"),
+        (["trainer.check_val_every_n_epoch=0"], "'trainer.check_val_every_n_epoch' must be a whole number of epochs"),
+        (
+            ["trainer.max_epochs=12", "trainer.check_val_every_n_epoch=5"],
+            "trainer.max_epochs=12 is not a multiple of trainer.check_val_every_n_epoch=5, so the last epoch would "
+            "not be validated; make max_epochs a multiple of it, or set trainer.check_val_every_n_epoch=1.",
+        ),
     ],
 )
 def test_bad_overrides_are_one_clear_sentence(overrides, fragment):
@@ -102,6 +108,14 @@ def test_bad_overrides_are_one_clear_sentence(overrides, fragment):
         compose_config(overrides)
     assert fragment in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_limited_regime_run_takes_epochs_in_multiples_of_its_validation_interval():
+    # The limited regime validates every 5th epoch (conf/study/lecture.yaml): its last epoch must be one.
+    with pytest.raises(UserError, match="trainer.max_epochs=12 is not a multiple of trainer.check_val_every_n_epoch=5"):
+        compose_config(["trainer.max_epochs=12"], study="cpu", variant="cnn_l1")
+    assert compose_config(["trainer.max_epochs=15"], study="cpu", variant="cnn_l1").trainer.check_val_every_n_epoch == 5
+    assert compose_config(study="cpu", variant="cnn_baseline").trainer.check_val_every_n_epoch == 1
 
 
 def test_unknown_variant_and_study_list_the_valid_choices():

@@ -299,3 +299,22 @@ def test_a_network_right_on_no_untouched_image_gives_no_percentage():
     text = " ".join(summary_sentences(context(tables, {"mlp": "dense", "cnn": "convolutional"})))
     assert "nan" not in text.lower()
     assert "cnn classified none of the untouched images correctly" in text and "loses" not in text
+
+
+def test_a_cnn_is_evaluated_in_its_runs_batches_and_memory_format_with_the_predictions_of_one_plain_pass():
+    from cnnlab.models import build_network
+    from cnnlab.study.studies import compose_config
+
+    cfg = compose_config(["model=cnn", "model.channels=[8,16]", "model.batch_norm=true", "trainer.eval_batch_size=7"])
+    torch.manual_seed(0)
+    net = build_network(cfg.model).eval()
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        plain = net(x.float() / 255).argmax(1)
+    seen = []
+    net.register_forward_pre_hook(lambda _, args: seen.append(
+        (len(args[0]), args[0].is_contiguous(memory_format=torch.channels_last))))
+    as_tested = TrainedNet("cnn", 0, "no-run", net, cfg, math.nan)
+    assert as_tested.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(as_tested.predict(x, NO_STATS), plain)
+    assert seen == [(7, True)] * 5 + [(5, True)]

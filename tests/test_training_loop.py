@@ -247,7 +247,42 @@ def test_a_whole_epoch_is_timed_with_its_checkpoint_writes(tmp_path, arrays, mon
         assert walls[e] - trained[e] >= 0.2 * writes[e], (e, walls, trained, writes)
 
 
-def test_a_checkpoint_appears_only_once_its_epochs_metrics_are_in_the_store(tmp_path, arrays, monkeypatch):
+def test_validating_every_second_epoch_leaves_training_metrics_every_epoch_and_the_best_checkpoint_validated(
+        tmp_path, arrays):
+    result = train(run_config(tmp_path, arrays, "run", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    steps = {name: [m.step for m in client.get_metric_history(result["mlflow_run_id"], name)]
+             for name in ("train/loss", "val/acc", "val/loss", "train_probe/acc")}
+    assert steps == {"train/loss": [0, 1, 2, 3], "val/acc": [1, 3], "val/loss": [1, 3], "train_probe/acc": [1, 3]}
+    best = torch.load(tmp_path / "run/checkpoints/best.ckpt", weights_only=True)
+    val = dict(zip(steps["val/acc"], history(tmp_path, result, "val/acc"), strict=True))
+    assert best["epoch"] == max(val, key=val.get)  # ranked among the validated epochs only
+    assert torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)["epoch"] == 3
+
+
+def test_a_run_validating_every_second_epoch_resumes_to_the_same_results(tmp_path, arrays, monkeypatch):
+    overrides = ("schedule=cosine", "trainer.max_epochs=6", "trainer.check_val_every_n_epoch=2")
+    straight = train(run_config(tmp_path, arrays, "straight", *overrides))
+    start = cnnlab.training.module.Classifier.on_train_epoch_start
+
+    def stop_at_epoch_3(self):  # its last checkpoint is of epoch 2, which did not validate
+        if self.current_epoch == 3:
+            raise Interrupted
+        start(self)
+
+    monkeypatch.setattr(cnnlab.training.module.Classifier, "on_train_epoch_start", stop_at_epoch_3)
+    with pytest.raises(Interrupted):
+        train(run_config(tmp_path, arrays, "broken", *overrides))
+    monkeypatch.setattr(cnnlab.training.module.Classifier, "on_train_epoch_start", start)
+    resumed = train(run_config(tmp_path, arrays, "broken", *overrides))
+    for name in ("lr", "train/loss", "val/acc", "train_probe/acc"):
+        assert history(tmp_path, resumed, name) == history(tmp_path, straight, name), name
+    assert len(history(tmp_path, resumed, "val/acc")) == 3
+    assert resumed["test_acc"] == straight["test_acc"]
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_checkpoint_appears_only_once_its_epochs_metrics_are_in_the_store(tmp_path, arrays, monkeypatch, every):
     # The metrics are written on a thread beside the checkpoint's serialization; a store made 0.3 s
     # slower per write must still hold epoch e's metrics whenever a checkpoint of epoch e is published.
     write = cnnlab.tracking.callback.with_retry
@@ -258,20 +293,20 @@ def test_a_checkpoint_appears_only_once_its_epochs_metrics_are_in_the_store(tmp_
 
     published: list[tuple[int, int]] = []
     save = cnnlab.training.checkpoint.SafeCheckpointIO.save_checkpoint
-    cfg = run_config(tmp_path, arrays, "run", "trainer.max_epochs=3")
+    cfg = run_config(tmp_path, arrays, "run", "trainer.max_epochs=4", f"trainer.check_val_every_n_epoch={every}")
 
     def save_and_look(self, checkpoint, path, storage_options=None):
         save(self, checkpoint, path, storage_options)
         run_id = json.loads((Path(cfg.run.dir) / "state.json").read_text())["mlflow_run_id"]
-        logged = MlflowClient(cfg.tracking.uri).get_metric_history(run_id, "val/acc")
+        logged = MlflowClient(cfg.tracking.uri).get_metric_history(run_id, "train/loss")
         published.append((checkpoint["epoch"], len(logged)))
 
     monkeypatch.setattr(cnnlab.tracking.callback, "with_retry", slow_write)
     monkeypatch.setattr(cnnlab.training.checkpoint.SafeCheckpointIO, "save_checkpoint", save_and_look)
     result = train(cfg)
-    assert {epoch for epoch, _ in published} == {0, 1, 2}
+    assert {epoch for epoch, _ in published} == {0, 1, 2, 3}
     assert all(logged >= epoch + 1 for epoch, logged in published), published
-    assert len(history(tmp_path, result, "val/acc")) == 3
+    assert len(history(tmp_path, result, "val/acc")) == 4 // every
 
 
 def record_training_forward(monkeypatch) -> dict[str, set]:

@@ -86,6 +86,9 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     limit_train_batches: Any = 1.0  # a fraction of the batches (float) or a count (int)
     val_check_interval: Any = 1.0  # validate every fraction of an epoch (float) or every N batches (int)
+    # Validate (and probe the training images) after every Nth epoch only; max_epochs must be a
+    # multiple, so that the last epoch is validated. The epochs between still log their training metrics.
+    check_val_every_n_epoch: int = 1
     test_flip_tta: bool = False  # test on the mean of the logits of each image and its mirror
     progress_bar: bool = True
 
@@ -150,6 +153,7 @@ RANGES = {
     "trainer.batch_size": (1, None, "a whole number of at least 1"),
     "trainer.eval_batch_size": (1, None, "a whole number of at least 1"),
     "trainer.accumulate_grad_batches": (1, None, "a whole number of at least 1"),
+    "trainer.check_val_every_n_epoch": (1, None, "a whole number of epochs, at least 1"),
     "trainer.devices": (1, None, "a whole number of at least 1"),
     "trainer.num_nodes": (1, None, "a whole number of at least 1"),
     "trainer.threads": (0, None, "0 (as the environment says) or a positive number of threads"),
@@ -238,6 +242,17 @@ def check_accelerator(cfg: DictConfig, gpus: int) -> None:
         )
 
 
+def _check_validated_at_the_end(t) -> None:
+    """The last epoch is validated: the best checkpoint can be the final weights, and the run's last
+    validation and train probe (its train/validation gap) are those of the network it ends with."""
+    if t.max_epochs % t.check_val_every_n_epoch:
+        raise UserError(
+            f"trainer.max_epochs={t.max_epochs} is not a multiple of trainer.check_val_every_n_epoch="
+            f"{t.check_val_every_n_epoch}, so the last epoch would not be validated; make max_epochs a multiple "
+            "of it, or set trainer.check_val_every_n_epoch=1."
+        )
+
+
 def _check_no_credentials(uri: str) -> None:
     """A config file is copied into every run's folder and MLflow run: it must not hold a password.
 
@@ -280,6 +295,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         _check_range(key, OmegaConf.select(merged, key))
     for key in FRACTION_OR_COUNT:
         _check_fraction_or_count(key, OmegaConf.select(merged, key))
+    _check_validated_at_the_end(merged.trainer)
     _check_no_credentials(merged.tracking.uri)
     check_model_config(merged.model)
     check_optimization(merged)

@@ -113,7 +113,8 @@ def trained_images(cfg, n_train: int, n_eval: int) -> float:
     n_train = min(cfg.data.train_subset or n_train, n_train)  # a data-limited regime trains on its subset
     per_epoch = min(cfg.data.train_images or n_train, n_train)
     probe = min(cfg.data.train_probe_images, n_train)
-    return cfg.trainer.max_epochs * (per_epoch + EVAL_COST * (n_eval + probe))
+    validations = cfg.trainer.max_epochs // cfg.trainer.check_val_every_n_epoch
+    return cfg.trainer.max_epochs * per_epoch + validations * EVAL_COST * (n_eval + probe)
 
 
 def job_seconds(cfg, rate: float, n_train: int, n_eval: int) -> float:

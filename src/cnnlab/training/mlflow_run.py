@@ -261,7 +261,8 @@ class TrainingRun:
             self._store("opening its run", self.client.log_batch, self.run_id, params=items[i : i + PARAMS_PER_BATCH])
         if run_id != self.run_id:
             return -1
-        history = self._store("opening its run", self.client.get_metric_history, self.run_id, "val/acc")
+        # train/loss: logged every epoch, whether or not it validated (trainer.check_val_every_n_epoch).
+        history = self._store("opening its run", self.client.get_metric_history, self.run_id, "train/loss")
         return max((m.step for m in history), default=-1)
 
     def _existing(self, run_id: str):

@@ -241,7 +241,7 @@ class Classifier(pl.LightningModule):
         return {"probe_loss": means["loss"], "probe_acc": means["acc"]}
 
     def epoch_summary(self) -> dict[str, float]:
-        """The epoch's metrics: training over all its batches, the latest validation. Computed once an
+        """The epoch's metrics: training over all its batches, and its validation if it had one. Computed once an
         epoch, at its end, by whichever asks first (the MLflow callback runs before this module's hook)."""
         if self._summary_epoch == self.current_epoch:
             return self.epoch_metrics
@@ -270,8 +270,8 @@ class Classifier(pl.LightningModule):
             "train/acc": t_acc,
             "train/l1_penalty": l1,
             "train/l2_penalty": l2,
-            "val/loss": v_loss,
-            "val/acc": v_acc,
+            # An epoch that did not validate (trainer.check_val_every_n_epoch) has no validation metrics.
+            **({"val/loss": v_loss, "val/acc": v_acc} if val else {}),
             "lr": self.epoch_lr,
             "epoch_seconds": seconds,
             "train/images": n,
@@ -281,9 +281,10 @@ class Classifier(pl.LightningModule):
         }
         self._summary_epoch = self.current_epoch
         if self.trainer.is_global_zero:
+            validated = f" val/loss {v_loss:.4f} val/acc {v_acc:.4f}" if val else ""
             log.info(
-                "epoch %d: train/loss %.4f train/acc %.4f val/loss %.4f val/acc %.4f (%.1f s, %.0f images/s)",
-                self.current_epoch, t_loss, t_acc, v_loss, v_acc, seconds, self.epoch_metrics["train/images_per_sec"],
+                "epoch %d: train/loss %.4f train/acc %.4f%s (%.1f s, %.0f images/s)",
+                self.current_epoch, t_loss, t_acc, validated, seconds, self.epoch_metrics["train/images_per_sec"],
             )
         return self.epoch_metrics
 

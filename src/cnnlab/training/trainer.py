@@ -100,12 +100,18 @@ def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback],
         raise UserError(f"trainer.gradient_clip_val={t.gradient_clip_val} cannot clip the gradients of a fused "
                         f"optimizer under {mode} precision; add optimizer.fused=false, or use "
                         "trainer.precision=32-true.")
+    # Validating at epoch ends, the checkpoints are written there too, after the MLflow callback has
+    # logged the epoch (Lightning's own choice whenever validation skips epochs would be right after
+    # validation, before it). Mid-epoch validations (val_check_interval) are left to Lightning.
+    at_epoch_end = True if isinstance(t.val_check_interval, float) and t.val_check_interval == 1.0 else None
+    # best.ckpt is ranked only in the epochs that validate: in the others val/acc is the last one's.
     best = RelocatableCheckpoint(dirpath=run_dir.checkpoints, filename="best", monitor="val/acc", mode="max",
-                           enable_version_counter=False)
+                                 every_n_epochs=t.check_val_every_n_epoch, save_on_train_epoch_end=at_epoch_end,
+                                 enable_version_counter=False)
     # last.ckpt after every epoch, for resuming. Not `save_last=True` on the one above: that writes
     # last.ckpt only in epochs where best.ckpt improved, so a resume could repeat several epochs.
     latest = RelocatableCheckpoint(dirpath=run_dir.checkpoints, filename="last", monitor=None, save_top_k=1,
-                             enable_version_counter=False)
+                                   save_on_train_epoch_end=at_epoch_end, enable_version_counter=False)
     trainer = pl.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -117,6 +123,7 @@ def build_trainer(cfg, run_dir: RunDir, callbacks: list[pl.Callback],
         accumulate_grad_batches=t.accumulate_grad_batches,
         limit_train_batches=t.limit_train_batches,
         val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
         logger=False,
         callbacks=[*callbacks, PlateauStepOnResume(), best, latest],
         plugins=[SafeCheckpointIO()],

@@ -20,11 +20,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from cnnlab.models import build_network
 from cnnlab.padding import PADDING_MODES
 from cnnlab.report.networks import TrainedNet
 from cnnlab.report.sections.claims import less_sensitive
 from cnnlab.report.sections.position_scale import relative_drops, summary_sentences
 from cnnlab.report.sensitivity import SCALES, SHIFTS, directions, evaluate, mean_relative_drop, rescale
+from cnnlab.study.studies import compose_config
 
 SIZE = 16  # image height and width (pixels)
 NO_STATS: dict = {}  # "unit" normalization needs no mean/std
@@ -302,9 +304,6 @@ def test_a_network_right_on_no_untouched_image_gives_no_percentage():
 
 
 def test_a_cnn_is_evaluated_in_its_runs_batches_and_memory_format_with_the_predictions_of_one_plain_pass():
-    from cnnlab.models import build_network
-    from cnnlab.study.studies import compose_config
-
     cfg = compose_config(["model=cnn", "model.channels=[8,16]", "model.batch_norm=true", "trainer.eval_batch_size=7"])
     torch.manual_seed(0)
     net = build_network(cfg.model).eval()

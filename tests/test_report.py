@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -197,6 +199,16 @@ def test_failed_and_missing_runs_show_as_such(built):
     assert FAILURE in html and "no run in the tracking store" in html
     md = (out / "summary.md").read_text()
     assert "40.00 ± 2.83" in md and "missing (0/2 ok)" in md
+
+
+def test_listing_the_figures_leaves_the_heavy_libraries_unimported():
+    # The Snakefile lists the figures at every start; MLflow, Lightning and scipy would add seconds to it.
+    code = (
+        "import sys; from cnnlab.report.registry import figures; assert figures(); "
+        "print(sorted(m for m in ('mlflow', 'pytorch_lightning', 'lightning_fabric', 'scipy') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_every_figure_is_drawn_and_embedded(built):

@@ -31,7 +31,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from cnnlab.errors import UserError
 
@@ -69,6 +68,14 @@ class Interval:
     se: float = math.nan  # standard error of the mean difference
 
 
+def student_t():
+    """scipy's t distribution, imported on first use: the Snakefile imports this module (through the
+    report's registry) at every start, and scipy.stats takes most of a second to import."""
+    from scipy.stats import t
+
+    return t
+
+
 def paired_interval(differences, confidence: float = CONFIDENCE) -> Interval:
     """Mean of the paired differences and its two-sided t interval (NaN bounds below two pairs)."""
     d = np.asarray([x for x in differences if not math.isnan(x)], dtype=float)
@@ -79,7 +86,7 @@ def paired_interval(differences, confidence: float = CONFIDENCE) -> Interval:
     if n < 2:
         return Interval(1, mean, math.nan, math.nan)
     se = float(d.std(ddof=1) / math.sqrt(n))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * se)
+    half = float(student_t().ppf(0.5 + confidence / 2, n - 1) * se)
     return Interval(n, mean, mean - half, mean + half, se)
 
 
@@ -89,7 +96,7 @@ def p_difference(iv: Interval) -> float:
         return math.nan
     if iv.se == 0:  # every pair differs by the same amount
         return 0.0 if iv.mean != 0 else 1.0
-    return float(2 * stats.t.sf(abs(iv.mean) / iv.se, iv.n - 1))
+    return float(2 * student_t().sf(abs(iv.mean) / iv.se, iv.n - 1))
 
 
 def p_equivalence(iv: Interval, delta: float) -> float:
@@ -99,8 +106,8 @@ def p_equivalence(iv: Interval, delta: float) -> float:
         return math.nan
     if iv.se == 0:
         return 0.0 if abs(iv.mean) < delta else 1.0
-    below = stats.t.sf((iv.mean + delta) / iv.se, iv.n - 1)  # H0: effect <= -delta
-    above = stats.t.cdf((iv.mean - delta) / iv.se, iv.n - 1)  # H0: effect >= +delta
+    below = student_t().sf((iv.mean + delta) / iv.se, iv.n - 1)  # H0: effect <= -delta
+    above = student_t().cdf((iv.mean - delta) / iv.se, iv.n - 1)  # H0: effect >= +delta
     return float(min(1.0, 2 * max(below, above)))
 
 

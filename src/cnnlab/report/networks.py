@@ -7,17 +7,19 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from cnnlab.data.batches import normalize
 from cnnlab.errors import UserError
 from cnnlab.models import Network, build_network, family_of
 from cnnlab.report.runs import FINISHED, RunRecord
-from cnnlab.training.checkpoint import load_state_dict
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,10 @@ def num_classes(state_dict: dict) -> int:
 
 
 def load_trained(client: MlflowClient, record: RunRecord) -> TrainedNet | None:
+    # Imported here, with Lightning: the Snakefile imports this module (through the report's registry)
+    # at every start.
+    from cnnlab.training.checkpoint import load_state_dict
+
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = download(client, record.run_id, "config.yaml", Path(tmp))
         ckpt_path = download(client, record.run_id, "checkpoints/best.ckpt", Path(tmp))

@@ -5,7 +5,9 @@ its numbering and the Snakemake rule's outputs are all made from this registry. 
 sections live in `cnnlab.report.sections`; a study adds its own modules with
 `report: {modules: [my_figures]}`, so a new figure is one Python file and no edit anywhere else.
 
-This module imports nothing heavy: the Snakefile reads the figure list from it at every start.
+This module imports nothing heavy: the Snakefile reads the figure list from it at every start. So
+the section modules, and the helpers they import, leave MLflow, Lightning and scipy to the functions
+that use them (tests/test_report.py checks).
 """
 
 from __future__ import annotations

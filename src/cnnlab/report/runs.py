@@ -10,11 +10,13 @@ import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING
 
 from cnnlab.errors import UserError
 from cnnlab.study.studies import Study
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 

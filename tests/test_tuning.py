@@ -30,7 +30,7 @@ def test_a_budget_study_holds_only_what_changes(conf):
     assert quick.extends == ("cpu", "lecture") and quick.seeds == (0,) and quick.tune_lr == "cpu_lr_sweep"
     cfg = compose_config(study="quick", variant="cnn_baseline", conf_dir=conf)
     # quick's own epochs come after cpu's, which come after lecture's 30.
-    assert cfg.trainer.max_epochs == 3 and list(cfg.model.channels) == [16, 32, 64]
+    assert cfg.trainer.max_epochs == 2 and list(cfg.model.channels) == [16, 32, 64]
 
 
 def test_a_child_can_drop_and_add_variants(conf):

@@ -79,7 +79,7 @@ def test_regimes_set_seeds_budgets_and_baselines_and_budget_studies_only_change_
             cfg = compose_config(study=name, variant=v, conf_dir=conf)
             assert cfg.schedule._target_ == "cnnlab.optim.schedules.cosine", (name, v)
     cnn_l1 = compose_config(study="quick", variant="cnn_l1", conf_dir=conf)
-    assert (cnn_l1.trainer.max_epochs, cnn_l1.data.train_subset) == (10, 5000)
+    assert (cnn_l1.trainer.max_epochs, cnn_l1.data.train_subset) == (5, 5000)
     assert list(cnn_l1.model.channels) == [16, 32, 64]
 
 

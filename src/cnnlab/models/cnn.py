@@ -10,6 +10,11 @@ then touches a quarter of the values. Parameters keep their places, so checkpoin
 The head is the lecture's (`flatten`: every position of the last feature map feeds the fully
 connected `hidden` layers) or `global_average`: each channel of the last feature map averaged
 over all positions first, so where in the image a feature fired no longer matters to the head.
+
+Dropout, as the lecture describes it (each unit of a layer ignored at random, element-wise) and
+where the usual CIFAR-10 recipe puts it: `dropout` after each hidden layer of the dense head, so
+before the final dense layer; `conv_dropout` after each block's pooling. Whole channels are never
+dropped: on a first block of 16 channels that removes capacity rather than co-adaptation.
 """
 
 from torch import nn
@@ -45,6 +50,7 @@ class CNN(Network):
         activation="relu",
         batch_norm=False,
         dropout=0.0,
+        conv_dropout=0.0,
         num_classes=10,
         in_channels=3,
         image_size=32,
@@ -54,6 +60,7 @@ class CNN(Network):
         choose("pool", pool, POOLS)
         choose("head", head, HEADS)
         check_dropout(dropout)
+        check_dropout(conv_dropout, "conv_dropout")
         if not channels:
             raise ValueError("'channels' lists no convolution block; give at least one, e.g. [32, 64].")
         blocks: list[nn.Module] = []
@@ -71,8 +78,8 @@ class CNN(Network):
                 stage = [pooling, *stage] if pool == "max" and activation in POOL_COMMUTES else [*stage, pooling]
                 size = conv_output_size(size, pool_size, pool_stride)
             blocks.extend(stage)
-            if dropout > 0:
-                blocks.append(nn.Dropout2d(dropout))
+            if conv_dropout > 0:
+                blocks.append(nn.Dropout(conv_dropout))
             if size < 1:
                 raise ValueError(
                     f"the feature map shrinks to nothing after {len(channels)} blocks; use fewer blocks or less pooling"

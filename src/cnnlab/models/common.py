@@ -18,9 +18,11 @@ def choose(setting: str, value: str, allowed) -> str:
     return value
 
 
-def check_dropout(p: float) -> float:
+def check_dropout(p: float, setting: str = "dropout") -> float:
     if not 0.0 <= p < 1.0:
-        raise ValueError(f"'dropout' must be at least 0 and below 1, not {p}; it is the probability of zeroing a unit.")
+        raise ValueError(
+            f"'{setting}' must be at least 0 and below 1, not {p}; it is the probability of zeroing a unit."
+        )
     return p
 
 

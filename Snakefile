@@ -25,8 +25,8 @@ rule all:
     input:
         rules.build_report.output.html.format(study=STUDY.name),
         rules.build_report.output.summary.format(study=STUDY.name),
-        # A sweep study's point: the rates it chooses.
-        [LEARNING_RATES.format(study=STUDY.name)] if STUDY.sweep_key else [],
+        # A tuning study's point: the values it chooses.
+        [TUNED_VALUES.format(study=STUDY.name)] if STUDY.is_sweep else [],
 
 
 onstart:

@@ -30,7 +30,7 @@ def test_without_a_gpu_the_default_is_the_cpu_study_and_it_says_why(workdir, mon
     proc = dry_run(workdir, "--cores", "1")
     assert proc.returncode == 0, proc.stderr
     assert "cnnlab: study=auto runs the cpu study: this machine has no GPU" in proc.stderr
-    assert studies_planned(proc) == {"cpu", "cpu_lr_sweep"}
+    assert studies_planned(proc) == {"cpu", "cpu_tuning"}
 
 
 def test_with_a_gpu_the_default_is_the_lecture_study(workdir, monkeypatch):
@@ -38,14 +38,14 @@ def test_with_a_gpu_the_default_is_the_lecture_study(workdir, monkeypatch):
     proc = dry_run(workdir, "--cores", "1", gpus="0")  # a stand-in GPU id: the plan only, nothing runs
     assert proc.returncode == 0, proc.stderr
     assert "cnnlab: study=auto runs the lecture study: this machine has 1 GPU" in proc.stderr
-    assert studies_planned(proc) == {"lecture", "lecture_lr_sweep"}
+    assert studies_planned(proc) == {"lecture", "lecture_tuning"}
 
 
 def test_the_slurm_profile_runs_the_lecture_study_from_a_submit_host_without_a_gpu(workdir, monkeypatch):
     monkeypatch.delenv("CNNLAB_AUTO_STUDY", raising=False)
     proc = dry_run(workdir, "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"))
     assert proc.returncode == 0, proc.stderr
-    assert studies_planned(proc) == {"lecture", "lecture_lr_sweep"}
+    assert studies_planned(proc) == {"lecture", "lecture_tuning"}
     assert "study=auto" not in proc.stderr  # the profile names the study
 
 

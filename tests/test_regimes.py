@@ -73,7 +73,7 @@ def test_regimes_set_seeds_budgets_and_baselines_and_budget_studies_only_change_
               for v in ("mlp_baseline", "cnn_baseline", "mlp_limited_baseline", "cnn_augment")}
     assert epochs == {"mlp_baseline": 10, "cnn_baseline": 8, "mlp_limited_baseline": 30, "cnn_augment": 40}
     # Every variant of every study, sweeps included, decays its rate along a cosine over its epochs.
-    for name in ("lecture", "cpu", "quick", "cpu_lr_sweep", "lecture_lr_sweep"):
+    for name in ("lecture", "cpu", "quick", "cpu_tuning", "lecture_tuning"):
         study = load_study(name, conf)
         for v in study.variants:
             cfg = compose_config(study=name, variant=v, conf_dir=conf)
@@ -126,13 +126,12 @@ def test_no_study_description_promises_what_no_check_backs():
         assert "long enough" not in load_study(name).description.lower()
 
 
-def test_the_limited_regime_keeps_its_own_rates_whatever_the_sweep_chose(conf, tmp_path):
-    rates = tmp_path / "rates.json"
-    rates.write_text(json.dumps({family: {"setting": "optimizer.lr", "value": value, "optimizer": "torch.optim.SGD",
-                                          "variant": f"{family}_baseline", "candidates": {}}
-                                 for family, value in (("mlp", 0.1), ("cnn", 0.3))}))
+def test_the_limited_regime_keeps_its_own_rate_whatever_the_tuning_chose(conf, tmp_path):
+    chosen = tmp_path / "chosen.json"
+    chosen.write_text(json.dumps({v: {"setting": "optimizer.lr", "value": value}
+                                  for v, value in (("mlp_baseline", 0.3), ("cnn_zscore", 0.03))}))
     variants = ("mlp_baseline", "cnn_zscore", "mlp_limited_baseline", "mlp_l1", "cnn_limited_baseline", "cnn_augment")
-    lr = {v: compose_config([f"run.learning_rates={rates}"], study="cpu", variant=v, conf_dir=conf).optimizer.lr
+    lr = {v: compose_config([f"run.tuned={chosen}"], study="cpu", variant=v, conf_dir=conf).optimizer.lr
           for v in variants}
-    assert lr == {"mlp_baseline": 0.1, "cnn_zscore": 0.3, "mlp_limited_baseline": 0.03, "mlp_l1": 0.03,
+    assert lr == {"mlp_baseline": 0.3, "cnn_zscore": 0.03, "mlp_limited_baseline": 0.1, "mlp_l1": 0.1,
                   "cnn_limited_baseline": 0.1, "cnn_augment": 0.1}

@@ -22,7 +22,7 @@ def test_help_lists_the_config_groups_and_their_options(tmp_path):
         "model: cnn, fastcnn, mlp",
         "optimizer: adam, adamw, sgd, sgd_momentum",
         "schedule: constant, cosine, onecycle, plateau, step",
-        "study: cpu, cpu_fp32, cpu_lr_sweep, lecture, lecture_lr_sweep, quick, smoke, speedrun",
+        "study: cpu, cpu_fp32, cpu_tuning, lecture, lecture_tuning, quick, smoke, speedrun",
         "trainer: ddp, default",
     ):
         assert line in out

@@ -1,18 +1,19 @@
-"""Studies that extend others, learning-rate sweeps, the rates they choose, and the wall-time estimate."""
+"""Studies that extend others, tuning studies, the values they choose, and the wall-time estimate."""
 
 from __future__ import annotations
 
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
 from cnnlab.errors import UserError
 from cnnlab.report.sections import tuning as tuning_section
 from cnnlab.study import estimate
-from cnnlab.study.studies import CONF_DIR, compose_config, load_study, variant_composer
-from cnnlab.study.tuning import choose, read_learning_rates, tuned_override, write_learning_rates
+from cnnlab.study.studies import CONF_DIR, compose_config, load_study
+from cnnlab.study.tuning import choose, format_value, read_choices, tuned_override, write_choices
 
 
 @pytest.fixture
@@ -27,7 +28,8 @@ def test_a_budget_study_holds_only_what_changes(conf):
     assert cpu.extends == ("lecture",) and list(cpu.variants) == list(lecture.variants)
     assert cpu.variants["cnn_zscore"].overrides == lecture.variants["cnn_zscore"].overrides
     quick = load_study("quick", conf)
-    assert quick.extends == ("cpu", "lecture") and quick.seeds == (0,) and quick.tune_lr == "cpu_lr_sweep"
+    assert quick.extends == ("cpu", "lecture") and quick.seeds == (0,) and quick.tuning_study is None
+    assert quick.tuning.from_record == "cpu" and cpu.tuning_study == "cpu_tuning"
     cfg = compose_config(study="quick", variant="cnn_baseline", conf_dir=conf)
     # quick's own epochs come after cpu's, which come after lecture's 30.
     assert cfg.trainer.max_epochs == 2 and list(cfg.model.channels) == [16, 32, 64]
@@ -47,93 +49,132 @@ def test_a_cycle_of_extends_is_one_sentence(conf):
         load_study("a", conf)
 
 
-def test_a_sweep_expands_each_variant_at_each_value_with_its_budget_last(conf):
-    sweep = load_study("cpu_lr_sweep", conf)
-    assert set(sweep.variants) == {
-        f"{f}_baseline_lr_{v}" for f in ("mlp", "cnn") for v in ("0_03", "0_1", "0_3")
-    }
-    point = sweep.variants["cnn_baseline_lr_0_3"]
-    assert (point.sweep_of, point.sweep_value, sweep.sweep_key, sweep.tune_lr) == (
-        "cnn_baseline", 0.3, "optimizer.lr", None)
-    cfg = compose_config(study="cpu_lr_sweep", variant="cnn_baseline_lr_0_3", conf_dir=conf)
-    # The cpu study gives the CNN 8 epochs; the sweep's own budget wins: the first 3, on every image.
-    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.train_images, cfg.data.train_subset) == (0.3, 3, 0, 0)
-    assert cfg.trainer.if_loss_diverges == "record" and sweep.sweep_tie_points == 1.0
+def test_the_tuning_study_runs_each_grid_point_with_its_regimes_budget_last(conf):
+    cpu, tuning = load_study("cpu", conf), load_study("cpu_tuning", conf)
+    grids = cpu.tuning.grids
+    expected = sum(len(g.values) for g in grids.values() if not g.same_as)
+    assert len(tuning.variants) == expected and tuning.parent == "cpu"
+    assert tuning.is_sweep and tuning.tuning_study is None and tuning.jobs()[0][1] == 1000
+    assert all(tuning.seeds_of(v) == (1000,) for v in tuning.variants)  # no regime's seeds: the tuning's own
+    rate = next(v for v in tuning.variants.values() if v.sweep_of == "cnn_baseline")
+    cfg = compose_config(study="cpu_tuning", variant=rate.name, conf_dir=conf)
+    # The cpu study gives the CNN 8 epochs; the tuning's own budget wins: 3, on every image.
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.train_subset) == (rate.sweep_value, 3, 0)
+    assert cfg.trainer.if_loss_diverges == "record" and cfg.seed == 0  # the seed comes from the job
+    dose = next(v for v in tuning.variants.values() if v.sweep_of == "mlp_l2")
+    cfg = compose_config(study="cpu_tuning", variant=dose.name, conf_dir=conf)
+    # A strength is tuned in the limited regime with that regime's whole budget and rate.
+    assert (cfg.regularization.l2, cfg.data.train_subset, cfg.trainer.max_epochs, cfg.optimizer.lr) == (
+        dose.sweep_value, 5000, 30, 0.1)
+    assert dose.regime == "limited" and dose.sweep_key == "regularization.l2"
 
 
-@pytest.mark.parametrize("sweep, message", [
-    ("{key: optimizer.lr, values: []}", r"'sweep' needs key \(a setting\), values \(a list\) and variants"),
-    ("{key: optimizer.lr, values: [0.1], variants: [nope]}", "sweep variant 'nope' is not a variant"),
+@pytest.mark.parametrize("tuning, message", [
+    ("{grids: {mlp_baseline: {key: optimizer.lr, values: []}}}", "tuning grid 'mlp_baseline' must be"),
+    ("{grids: {mlp_baseline: {key: optimizer.lr, values: [0.1, 0.1]}}}", "tuning grid 'mlp_baseline' must be"),
+    ("{grids: {nope: {key: optimizer.lr, values: [0.1]}}}", "tuning grid variant 'nope' is not a variant"),
+    ("{grids: {cnn_baseline: {same_as: mlp_baseline}}}", "is same_as 'mlp_baseline', which has no grid"),
+    ("{tie_points: -1}", "'tuning.tie_points' must be a number"),
+    ("{nope: 1}", "'tuning' has unknown keys"),
 ])
-def test_a_bad_sweep_is_one_sentence(conf, sweep, message):
-    (conf / "study" / "bad.yaml").write_text(f"extends: smoke\nsweep: {sweep}\n")
+def test_a_bad_tuning_plan_is_one_sentence(conf, tuning, message):
+    (conf / "study" / "bad.yaml").write_text(f"extends: smoke\ntuning: {tuning}\n")
     with pytest.raises(UserError, match=message):
         load_study("bad", conf)
 
 
-def chosen_rates(conf):
-    """The choice from made-up validation accuracies: the MLP best at 0.1, the CNN at 0.03 (0.3 diverged)."""
-    sweep = load_study("cpu_lr_sweep", conf)
-    acc = {"mlp_baseline_lr_0_03": [0.35], "mlp_baseline_lr_0_1": [0.41], "mlp_baseline_lr_0_3": [0.38],
-           "cnn_baseline_lr_0_03": [0.45, 0.47], "cnn_baseline_lr_0_1": [0.44], "cnn_baseline_lr_0_3": [math.nan]}
-    return choose(sweep, acc, variant_composer(sweep, conf))
+def test_a_sweep_without_grids_is_one_sentence(conf):
+    (conf / "study" / "bad.yaml").write_text("extends: smoke\nsweep: {overrides: []}\n")
+    with pytest.raises(UserError, match="'sweep' needs the study it extends to have tuning grids"):
+        load_study("bad", conf)
 
 
-def test_the_best_validation_accuracy_wins_and_a_diverged_rate_never_does(conf):
-    rates = chosen_rates(conf)
-    assert rates["mlp"]["value"] == 0.1 and rates["cnn"]["value"] == 0.03
-    assert rates["cnn"]["candidates"]["0.03"] == pytest.approx(0.46)  # the mean over its seeds
-    assert math.isnan(rates["cnn"]["candidates"]["0.3"])
-    assert rates["cnn"]["optimizer"] == "torch.optim.SGD" and rates["cnn"]["setting"] == "optimizer.lr"
+def made_up_choice(conf):
+    """The choice from made-up validation accuracies over the cpu study's grids: each grid's best is its
+    second value, except where a value diverged or two tie."""
+    tuning = load_study("cpu_tuning", conf)
+    acc = {}
+    for name, point in tuning.variants.items():
+        grid = tuning.tuning.grids[point.sweep_of].values
+        acc[name] = [0.50 if grid.index(point.sweep_value) == 1 else 0.40]
+    return tuning, acc
 
 
-def test_the_choice_says_how_clear_it_is_and_a_tie_goes_to_the_first_value_listed(conf):
-    sweep = load_study("cpu_lr_sweep", conf)
-    # The CNN's three rates as measured on the sweep's budget (seed 0, docs/notes.md): 0.3 ahead by 2.6 points.
-    acc = {"cnn_baseline_lr_0_03": [0.2920], "cnn_baseline_lr_0_1": [0.4424], "cnn_baseline_lr_0_3": [0.4686],
-           # The MLP's best two within 1 point: a tie, broken toward the first listed (the smaller rate).
-           "mlp_baseline_lr_0_03": [0.301], "mlp_baseline_lr_0_1": [0.305], "mlp_baseline_lr_0_3": [0.20]}
-    rates = choose(sweep, acc, variant_composer(sweep, conf))
-    assert rates["cnn"]["value"] == 0.3 and rates["cnn"]["tie"] == [0.3]
-    assert rates["cnn"]["lead"] == pytest.approx(2.62)
-    assert (rates["mlp"]["best"], rates["mlp"]["value"], rates["mlp"]["tie"]) == (0.1, 0.03, [0.03, 0.1])
-    assert tuning_section.how_clear(rates["cnn"], 1.0).startswith("ahead of the next by 2.6 points")
-    said = tuning_section.how_clear(rates["mlp"], 1.0)
-    assert said.startswith("a tie: 0.03, 0.1 within 1 points of the best (0.1)") and said.endswith("first listed, 0.03")
+def test_the_best_validation_accuracy_wins_and_a_diverged_value_never_does(conf):
+    tuning, acc = made_up_choice(conf)
+    grid = tuning.tuning.grids["cnn_baseline"].values
+    first, second = (n for n, p in tuning.variants.items() if p.sweep_of == "cnn_baseline"
+                     and p.sweep_value in grid[:2])
+    acc[second] = [0.5, float("nan"), 0.52]  # a diverged seed is left out of the mean
+    acc[first] = [float("nan")]  # and a value that only diverged is never chosen
+    chosen = choose(tuning, acc, 1.0, tuning.tuning.grids)
+    assert chosen["cnn_baseline"]["value"] == grid[1] and chosen["cnn_baseline"]["setting"] == "optimizer.lr"
+    assert chosen["cnn_baseline"]["candidates"][format_value(grid[1])] == pytest.approx(0.51)
+    assert math.isnan(chosen["cnn_baseline"]["candidates"][format_value(grid[0])])
+    assert chosen["mlp_l2"]["setting"] == "regularization.l2" and chosen["mlp_l2"]["edge"] is None
+    # A variant tuned "same_as" another takes its choice, and says whose.
+    assert chosen["cnn_gap"]["value"] == chosen["cnn_batchnorm"]["value"]
+    assert chosen["cnn_gap"]["same_as"] == "cnn_batchnorm"
 
 
-def test_runs_of_the_same_family_and_optimizer_take_the_chosen_rate(conf, tmp_path):
-    path = tmp_path / "rates.json"
-    path.write_text(json.dumps(chosen_rates(conf)))
-    tuned = lambda v: compose_config([f"run.learning_rates={path}"], study="cpu", variant=v, conf_dir=conf)  # noqa: E731
-    assert tuned("mlp_baseline").optimizer.lr == 0.1 and tuned("mlp_zscore").optimizer.lr == 0.1
-    assert tuned("cnn_batchnorm").optimizer.lr == 0.03 and tuned("cnn_gap").optimizer.lr == 0.03
-    # The limited regime sets its own rates (test_regimes.py): the sweep's do not replace them.
-    assert tuned("mlp_l2").optimizer.lr == 0.03 and tuned("cnn_dropout").optimizer.lr == 0.1
-    # Adam keeps its own rate; without the file the config's rate stands.
-    assert tuned("cnn_adaptive_lr").optimizer.lr == 0.001 and tuned("mlp_all").optimizer.lr == 0.001
+def test_a_tie_goes_to_the_first_value_listed_and_a_choice_at_the_grids_end_is_flagged(conf):
+    tuning, acc = made_up_choice(conf)
+    values = tuning.tuning.grids["mlp_dropout"].values
+    names = [n for n, p in tuning.variants.items() if p.sweep_of == "mlp_dropout"]
+    for name, a in zip(names, [0.455, 0.46, 0.44] + [0.30] * (len(names) - 3), strict=True):
+        acc[name] = [a]  # the first two within 1 point: a tie, broken toward the first listed
+    entry = choose(tuning, acc, 1.0, tuning.tuning.grids)["mlp_dropout"]
+    assert (entry["best"], entry["value"], entry["tie"]) == (values[1], values[0], [values[0], values[1]])
+    assert entry["edge"] == "first" and entry["lead"] == pytest.approx(0.5)
+    said = tuning_section.how_clear(entry, 1.0)
+    assert said.startswith(f"a tie: {format_value(values[0])}, {format_value(values[1])} within 1 points")
+    for name, a in zip(names, [0.30] * (len(names) - 1) + [0.6], strict=True):
+        acc[name] = [a]  # the best is the strongest: at the high edge
+    entry = choose(tuning, acc, 1.0, tuning.tuning.grids)["mlp_dropout"]
+    assert entry["value"] == values[-1] and entry["edge"] == "last" and entry["lead"] == pytest.approx(30.0)
+    assert tuning_section.how_clear(entry, 1.0).startswith("ahead of the next by 30.0 points")
+
+
+def test_each_run_takes_its_own_variants_chosen_value(conf, tmp_path):
+    tuning, acc = made_up_choice(conf)
+    path = tmp_path / "chosen.json"
+    path.write_text(json.dumps(choose(tuning, acc, 1.0, tuning.tuning.grids)))
+    grids = tuning.tuning.grids
+    tuned = lambda v: compose_config([f"run.tuned={path}"], study="cpu", variant=v, conf_dir=conf)  # noqa: E731
+    assert tuned("mlp_baseline").optimizer.lr == grids["mlp_baseline"].values[1]
+    assert tuned("mlp_zscore").optimizer.lr == grids["mlp_zscore"].values[1]
+    assert tuned("cnn_adaptive_lr").optimizer.lr == grids["cnn_adaptive_lr"].values[1]
+    assert tuned("cnn_gap").optimizer.lr == grids["cnn_batchnorm"].values[1]
+    assert tuned("mlp_l2").regularization.l2 == grids["mlp_l2"].values[1]
+    assert tuned("cnn_dropout").model.dropout == grids["cnn_dropout"].values[1]
+    # The limited regime's rate stands for its tuned strengths and its untuned baseline alike.
+    assert tuned("mlp_l2").optimizer.lr == 0.1 and tuned("cnn_limited_baseline").optimizer.lr == 0.1
+    # Without the file the variant's own fallback stands; the command line wins over the choice.
     assert compose_config(study="cpu", variant="mlp_baseline", conf_dir=conf).optimizer.lr == 0.01
-    # A variant that sets the rate itself keeps it.
-    cfg = compose_config(["optimizer.lr=0.5", f"run.learning_rates={path}"], study="cpu", variant="mlp_l1",
-                         conf_dir=conf)
-    assert cfg.optimizer.lr == 0.5 and tuned_override(cfg, read_learning_rates(path), ["optimizer.lr=0.5"]) is None
-    assert tuned_override(cfg, read_learning_rates(path), []) == ("optimizer.lr", 0.1)
+    cfg = compose_config(["regularization.l2=0.5", f"run.tuned={path}"], study="cpu", variant="mlp_l2", conf_dir=conf)
+    assert cfg.regularization.l2 == 0.5
+    assert tuned_override("mlp_l2", read_choices(path), ["regularization.l2=0.5"]) is None
+    assert tuned_override("mlp_l2", read_choices(path), []) == ("regularization.l2", grids["mlp_l2"].values[1])
 
 
-def test_the_workflow_step_reads_result_files_and_refuses_a_sweep_that_all_diverged(conf, tmp_path):
-    sweep = load_study("cpu_lr_sweep", conf)
+def test_the_workflow_step_reads_result_files_and_refuses_a_variant_whose_every_value_diverged(conf, tmp_path):
+    tuning, cpu = load_study("cpu_tuning", conf), load_study("cpu", conf)
     files = []
-    for i, (variant, acc) in enumerate([("mlp_baseline_lr_0_03", 0.4), ("mlp_baseline_lr_0_1", 0.5),
-                                         ("cnn_baseline_lr_0_1", float("nan"))]):
+    for i, (name, point) in enumerate(tuning.variants.items()):
         f = tmp_path / f"r{i}.json"
-        f.write_text(json.dumps({"variant": variant, "best_val_acc": acc}))
+        bad = point.sweep_of == "cnn_l1"
+        f.write_text(json.dumps({"variant": name, "best_val_acc": float("nan") if bad else 0.3 + 0.01 * i}))
         files.append(str(f))
-    rates = write_learning_rates(sweep, files, variant_composer(sweep, conf), tmp_path / "out.json")
-    assert rates["mlp"]["value"] == 0.1 and rates["cnn"]["value"] is None
-    assert json.loads((tmp_path / "out.json").read_text())["mlp"]["value"] == 0.1
-    with pytest.raises(UserError, match="Every run of the sweep study 'cpu_lr_sweep' diverged or failed"):
-        write_learning_rates(sweep, files[2:], variant_composer(sweep, conf), tmp_path / "none.json")
+    with pytest.raises(UserError, match="Every run of the tuning study 'cpu_tuning' for cnn_l1 diverged or failed"):
+        write_choices(tuning, cpu, files, tmp_path / "none.json")
     assert not (tmp_path / "none.json").exists()
+    for f in files:  # every value of every grid finished
+        result = json.loads(Path(f).read_text())
+        Path(f).write_text(json.dumps({**result, "best_val_acc": 0.3}))
+    chosen = write_choices(tuning, cpu, files, tmp_path / "out.json")
+    assert json.loads((tmp_path / "out.json").read_text()) == json.loads(json.dumps(chosen))
+    # All equal: a tie of the whole grid, broken toward its first value, which is at its edge.
+    assert chosen["cnn_l1"]["value"] == cpu.tuning.grids["cnn_l1"].values[0] and chosen["cnn_l1"]["edge"] == "first"
 
 
 def test_the_estimate_adds_epochs_over_measured_throughput_and_splits_the_jobs_over_slots(conf):

@@ -73,14 +73,14 @@ if config["study"] == AUTO_STUDY:
 
 try:
     STUDY = load_study(config["study"], CONF_DIR)
-    # The studies whose runs this workflow may train: the study, and the sweep it takes its
-    # learning rates from (tune_lr).
+    # The studies whose runs this workflow may train: the study, and the tuning study that chooses
+    # each tuned variant's value (tuning.study).
     STUDIES = {STUDY.name: STUDY}
-    if STUDY.tune_lr:
-        STUDIES[STUDY.tune_lr] = load_study(STUDY.tune_lr, CONF_DIR)
+    if STUDY.tuning_study:
+        STUDIES[STUDY.tuning_study] = load_study(STUDY.tuning_study, CONF_DIR)
     # Compose every variant now, so a bad override stops the workflow before any job starts; its
     # fingerprint is a parameter of its training jobs, so an edit to conf/ re-runs exactly those.
-    # (A rate chosen by the sweep is not in it: the chosen rates file is an input of those jobs.)
+    # (A value chosen by the tuning is not in it: the chosen values file is an input of those jobs.)
     CONFIGS = {
         (s.name, v): compose_config(study=s.name, variant=v, conf_dir=CONF_DIR)
         for s in STUDIES.values()
@@ -160,7 +160,7 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-LEARNING_RATES = "results/{study}/learning_rates.json"
+TUNED_VALUES = "results/{study}/chosen.json"
 
 
 def variant_fingerprint(wildcards):
@@ -183,10 +183,10 @@ def study_results(wildcards):
     return [RUN_RESULT.format(study=study.name, variant=v, seed=s) for v, s in study.jobs()]
 
 
-def learning_rates(wildcards):
-    """The rates a study's sweep chose, for the runs of a study that takes them (tune_lr)."""
-    sweep = STUDIES[wildcards.study].tune_lr
-    return [LEARNING_RATES.format(study=sweep)] if sweep else []
+def tuned_values(wildcards):
+    """The values a study's tuning study chose, for the runs of the study it tunes (tuning.study)."""
+    tuning = STUDIES[wildcards.study].tuning_study
+    return [TUNED_VALUES.format(study=tuning)] if tuning else []
 
 
 def runs_folders():
@@ -241,7 +241,7 @@ def start_warm_process():
 def announce_training_jobs(pending):
     """Print the training jobs still to run, each family's precision and an estimate of their wall
     time (cnnlab.study.estimate); hand the measured bf16 speed-ups to the jobs (cnnlab.study.precision)."""
-    from cnnlab.study.estimate import announce, bf16_speedups
+    from cnnlab.study.estimate import announce, bf16_speedups, write_estimate
     from cnnlab.study.precision import SPEEDUP_VARIABLE
 
     if pending:
@@ -249,5 +249,6 @@ def announce_training_jobs(pending):
         # Jobs sharing a GPU share its speed: the estimate counts whole GPUs (the measured rate is one job's).
         gpus = max(1, slots // JOBS_PER_GPU) if slots else 0
         result = announce(pending, CONF_DIR, gpus or workflow.cores, gpus, N_TRAIN, N_EVAL, configs=CONFIGS)
+        write_estimate(f"results/{STUDY.name}/estimate.json", result, pending, gpus or workflow.cores)
         # Inherited by every job, not a param: a new measurement must not re-run finished jobs.
         os.environ[SPEEDUP_VARIABLE] = json.dumps(bf16_speedups(result))

@@ -3,6 +3,8 @@ rule download_archive:
         archive=ARCHIVE,
     log:
         "logs/download_archive.log",
+    benchmark:
+        "benchmarks/download_archive.tsv"
     conda:
         ENVIRONMENT
     params:
@@ -20,6 +22,8 @@ rule prepare_data:
         stats=STATS,
     log:
         "logs/prepare_data.log",
+    benchmark:
+        "benchmarks/prepare_data.tsv"
     conda:
         ENVIRONMENT
     params:

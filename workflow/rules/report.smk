@@ -18,6 +18,7 @@ rule build_report:
     input:
         results=study_results,
         tracking=rules.init_tracking.output.info,
+        plan=rules.init_tracking.output.plan,
         arrays=rules.prepare_data.output.arrays,
         stats=rules.prepare_data.output.stats,
     output:
@@ -28,6 +29,8 @@ rule build_report:
         claims=report(f"{REPORT_DIR}/claims.csv", caption="../report/claims.rst", category="Report"),
     log:
         "logs/{study}/build_report.log",
+    benchmark:
+        "benchmarks/{study}/build_report.tsv"
     conda:
         ENVIRONMENT
     # It runs alone, after every training job: its network evaluations (the shift and scale

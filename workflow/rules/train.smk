@@ -5,7 +5,7 @@ rule train_variant:
         arrays=rules.prepare_data.output.arrays,
         stats=rules.prepare_data.output.stats,
         tracking=rules.init_tracking.output.info,
-        learning_rates=learning_rates,
+        tuned=tuned_values,
     output:
         result=RUN_RESULT,
     log:
@@ -31,6 +31,6 @@ rule train_variant:
         "OMP_NUM_THREADS={threads} python -m cnnlab.launch.forkserver --config-dir {params.conf_dir:q}"
         " study={wildcards.study} variant={wildcards.variant} seed={wildcards.seed}"
         " run.dir={params.run_dir} data.arrays={input.arrays}"
-        " run.learning_rates='{input.learning_rates}'"
+        " run.tuned='{input.tuned}'"
         " trainer.threads={threads} trainer.progress_bar=false"
         " > {log} 2>&1"

@@ -1,15 +1,17 @@
-# A sweep study's choice: per family, the value of the swept setting (the learning rate) with the
-# best validation accuracy. Studies that name the sweep (tune_lr) train with it.
-rule choose_learning_rates:
+# A tuning study's choice: per tuned variant, the value of its setting (a learning rate, a strength)
+# with the best validation accuracy. The study it tunes (tuning.study) trains with it.
+rule choose_tuned_values:
     input:
         results=study_results,
     output:
-        rates=LEARNING_RATES,
+        chosen=TUNED_VALUES,
     log:
-        "logs/{study}/choose_learning_rates.log",
+        "logs/{study}/choose_tuned_values.log",
+    benchmark:
+        "benchmarks/{study}/choose_tuned_values.tsv"
     conda:
         ENVIRONMENT
     params:
         conf_dir=CONF_DIR_PARAM,
     script:
-        "../scripts/choose_learning_rates.py"
+        "../scripts/choose_tuned_values.py"

@@ -24,7 +24,7 @@ class RunInfo:
     study: str = "adhoc"
     variant: str = "adhoc"
     dir: str = "results/adhoc/runs/adhoc/seed0"  # under -m: each job's folder in Hydra's sweep folder
-    learning_rates: str = ""  # a sweep's chosen rates (JSON, see cnnlab.study.tuning); empty: the config's own
+    tuned: str = ""  # the tuning study's chosen values (JSON, see cnnlab.study.tuning); empty: the config's own
     sweep: str = ""  # the sweep folder of a run started by `cnnlab-train -m` (MLflow tag cnnlab.sweep)
 
 

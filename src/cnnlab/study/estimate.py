@@ -189,6 +189,18 @@ def estimate(jobs: list[Job], slots: int, device: torch.device, n_train: int, n_
     return {"seconds": wall, "rates": by_family, "precision": auto, "settings": settings}
 
 
+def write_estimate(path, result: dict, pending: list, slots: int) -> None:
+    """The estimate as the workflow printed it, kept beside the study's results (bench.study_cost compares
+    it with the measured wall time)."""
+    from cnnlab.atomic import write_text
+
+    write_text(path, json.dumps({
+        "estimated_seconds": round(result["seconds"], 1), "jobs": len(pending), "slots": slots,
+        "rates": {f: round(r, 1) for f, r in result["rates"].items()},
+        "studies": sorted({s for s, _, _ in pending}), "written": time.time(),
+    }, indent=2) + "\n")
+
+
 def bf16_speedups(result: dict) -> dict[str, float]:
     """family -> measured bf16 speed-up, from an estimate: what the workflow hands its jobs."""
     return {f: c.bf16_speedup for f, c in result["precision"].items() if c.bf16_speedup is not None}
@@ -230,7 +242,7 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
         options = []
         for name in smaller:
             study = load_study(name, conf_dir)
-            names = [name, *([study.tune_lr] if study.tune_lr else [])]
+            names = [name, *([study.tuning_study] if study.tuning_study else [])]
             all_jobs = [Job(s, v, compose(s, v)) for s in names for v, _ in load_study(s, conf_dir).jobs()]
             seconds = estimate(all_jobs, slots, device, n_train, n_eval)["seconds"]
             options.append(f"--config study={name} (about {duration(seconds)})")

@@ -7,6 +7,7 @@ settings are written in one place only.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 from cnnlab.errors import UserError
 from cnnlab.study import variants
 from cnnlab.study.config import RunConfig, parent_keys, validate
-from cnnlab.study.tuning import read_learning_rates, tuned_override
+from cnnlab.study.tuning import Grid, Tuning, read_choices, tuned_override
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+RECORDS_DIR = Path(__file__).resolve().parents[3] / "docs" / "results"  # recorded studies (bench.results_table)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class Variant:
     baseline: bool = False  # the family's baseline: every other variant of the family is compared with it
     combined: bool = False  # all of the family's optimizations together
     optimization: str = ""  # the one optimization it adds, for the report's claims (e.g. zscore, dropout)
-    sweep_of: str = ""  # in a sweep study: the variant this point of the sweep varies
+    sweep_of: str = ""  # in a tuning study: the variant this point tunes
+    sweep_key: str = ""  # ... the setting it varies
     sweep_value: object = None  # ... and the value it tries
     regime: str = "full"  # the regime it trains in (the study's `regimes`): its data, budget and seeds
 
@@ -71,11 +74,16 @@ class Study:
     variants: dict[str, Variant]
     report: dict
     extends: tuple[str, ...] = ()  # the studies this one builds on, nearest first
-    tune_lr: str | None = None  # the sweep study whose chosen learning rates this study's runs take
-    sweep_key: str | None = None  # in a sweep study: the setting it varies (e.g. optimizer.lr)
+    tuning: Tuning | None = None  # each variant's own hyperparameter and the study that tunes it
+    is_sweep: bool = False  # a tuning study: its variants are the points of its parent's grids
     regimes: dict[str, Regime] = field(default_factory=dict)  # name -> regime; `full` always among them
-    # in a sweep study: candidates within this many points of validation accuracy of the best are a tie
-    sweep_tie_points: float = 0.0
+    parent: str | None = None  # a tuning study's: the study whose grids it runs
+
+    @property
+    def tuning_study(self) -> str | None:
+        """The tuning study whose choices this study's runs take (None: no runs to wait for; a tuning study's
+        `tuning` is its parent's plan, which its own runs do not take)."""
+        return self.tuning.study if self.tuning and not self.is_sweep else None
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -146,9 +154,10 @@ def available_studies(conf_dir: Path = CONF_DIR) -> list[str]:
 
 
 STUDY_KEYS = (
-    "extends", "description", "seeds", "overrides", "model_overrides", "regimes", "variants", "report", "tune_lr",
+    "extends", "description", "seeds", "overrides", "model_overrides", "regimes", "variants", "report", "tuning",
     "sweep",
 )
+TUNING_KEYS = ("study", "tie_points", "grids", "from_record")
 VARIANT_KEYS = ("adds", "overrides", "baseline", "combined", "optimization", "regime")
 REGIME_KEYS = ("about", "seeds", "overrides", "model_overrides", "baseline_gap_points")
 
@@ -195,9 +204,10 @@ def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Pat
     _, parent, ancestors = _merged(parent_name, conf_dir, (*chain, name))
     merged = dict(parent)
     merged.pop("sweep", None)  # a sweep's points are its own, never a child's
-    for key in ("description", "seeds", "tune_lr", "sweep"):
+    for key in ("description", "seeds", "sweep"):
         if key in raw:
             merged[key] = raw[key]
+    merged["tuning"] = _merged_tuning(parent.get("tuning"), raw.get("tuning"), path)
     merged["overrides"] = [*(parent.get("overrides") or []), *(raw.get("overrides") or [])]
     merged["model_overrides"] = _appended_per_model(parent.get("model_overrides"), raw.get("model_overrides"))
     merged["regimes"] = _merged_regimes(parent.get("regimes") or {}, raw.get("regimes") or {}, path)
@@ -210,6 +220,22 @@ def _merged(name: str, conf_dir: Path, chain: tuple[str, ...] = ()) -> tuple[Pat
     merged["variants"] = variants
     merged["report"] = {**(parent.get("report") or {}), **(raw.get("report") or {})}
     return path, merged, (parent_name, *ancestors)
+
+
+def _merged_tuning(parent, child, path: Path):
+    """The child's tuning settings over the parent's; grids merged per variant; `study` and
+    `from_record` replace each other; `tuning: null` in the child drops the parent's."""
+    if child is None:
+        return parent
+    if not isinstance(child, dict):
+        raise UserError(f"Study file {path}: 'tuning' must be a mapping with the keys {', '.join(TUNING_KEYS)}.")
+    merged = dict(parent or {})
+    for exclusive in ("study", "from_record"):
+        if exclusive in child:
+            merged.pop("from_record" if exclusive == "study" else "study", None)
+    merged.update({k: v for k, v in child.items() if k != "grids"})
+    merged["grids"] = {**(merged.get("grids") or {}), **(child.get("grids") or {})}
+    return merged
 
 
 def _appended_per_model(parent: dict | None, child: dict | None) -> dict[str, list]:
@@ -268,45 +294,118 @@ def _regimes(raw: dict, path: Path) -> dict[str, Regime]:
 
 
 def _sweep_points(raw: dict, path: Path) -> dict:
-    """A sweep study's variants: each listed variant of its parent once per value of the swept setting.
+    """A tuning study's variants: each tuned variant of its parent once per value of its grid.
 
-    sweep: {key: optimizer.lr, values: [0.01, 0.1], variants: [mlp_baseline], overrides: [...]} gives
-    the variants mlp_baseline_lr_0_01 and mlp_baseline_lr_0_1, each the parent's variant, then the
-    sweep's overrides (its budget), then `key=value`.
+    sweep: {overrides: {full: [trainer.max_epochs=3], limited: []}} gives, for a parent grid
+    `mlp_l2: {key: regularization.l2, values: [0.001, 0.01]}`, the points mlp_l2_l2_0_001 and
+    mlp_l2_l2_0_01: each the parent's variant, then the sweep's budget for its regime, then `key=value`.
     """
     sweep = raw["sweep"]
-    if not (isinstance(sweep, dict) and isinstance(sweep.get("key"), str) and isinstance(sweep.get("values"), list)
-            and sweep["values"] and isinstance(sweep.get("variants"), list) and sweep["variants"]):
+    tuning = raw.get("tuning") or {}
+    grids = _grids(tuning.get("grids"), path)
+    budget = sweep.get("overrides", []) if isinstance(sweep, dict) else None
+    if budget is None or not (isinstance(budget, (list, dict))) or not [g for g in grids.values() if not g.same_as]:
         raise UserError(
-            f"Study file {path}: 'sweep' needs key (a setting), values (a list) and variants (a list), "
-            "e.g. {key: optimizer.lr, values: [0.01, 0.1], variants: [mlp_baseline]}."
+            f"Study file {path}: 'sweep' needs the study it extends to have tuning grids (tuning.grids) and may set "
+            "the budget of each point per regime, e.g. {overrides: {full: [trainer.max_epochs=3], limited: []}}."
         )
-    tie = sweep.get("tie_points", 0)
-    if isinstance(tie, bool) or not isinstance(tie, (int, float)) or tie < 0:
-        raise UserError(f"Study file {path}: 'sweep.tie_points' must be a number of points of accuracy, 0 or more.")
     parent = raw.get("variants") or {}
+
+    def budget_of(regime: str) -> list[str]:
+        chosen = budget.get(regime, []) if isinstance(budget, dict) else budget
+        return _override_list(chosen or [], path, f"sweep.overrides.{regime}")
+
     points = {}
-    for base in sweep["variants"]:
-        if base not in parent:
-            raise UserError(f"Study file {path}: sweep variant '{base}' is not a variant of the study it extends.")
-        for value in sweep["values"]:
+    for name, grid in grids.items():
+        if name not in parent:
+            raise UserError(f"Study file {path}: tuning grid variant '{name}' is not a variant of the study.")
+        if grid.same_as:
+            continue
+        spec = parent[name] or {}
+        regime = spec.get("regime", FULL)
+        for value in grid.values:
             label = str(value).replace(".", "_").replace("-", "m").replace("+", "")
-            points[f"{base}_{sweep['key'].rsplit('.', 1)[-1]}_{label}"] = {
-                "adds": f"{sweep['key']}={value}",
-                # The sweep's own overrides (its budget) come after the model's, so they win.
-                "overrides": [*(parent[base] or {}).get("overrides", []), *_override_list(
-                    sweep.get("overrides", []), path, "sweep.overrides"), f"{sweep['key']}={value}"],
-                "sweep_of": base,
-                "sweep_value": value,
+            points[f"{name}_{grid.key.rsplit('.', 1)[-1]}_{label}"] = {
+                "adds": f"{grid.key}={value}", "regime": regime,
+                # The sweep's own overrides (its budget) come after the model's and the regime's, so they win.
+                "overrides": [*spec.get("overrides", []), *budget_of(regime), f"{grid.key}={value}"],
+                "sweep_of": name, "sweep_key": grid.key, "sweep_value": value,
             }
     return points
+
+
+def _grids(raw, path: Path) -> dict[str, Grid]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"Study file {path}: 'tuning.grids' must map variants to {{key: <setting>, values: [...]}}.")
+    grids = {}
+    for name, spec in raw.items():
+        if isinstance(spec, dict) and set(spec) == {"same_as"} and isinstance(spec["same_as"], str):
+            grids[str(name)] = Grid(same_as=spec["same_as"])
+            continue
+        if not (isinstance(spec, dict) and set(spec) == {"key", "values"} and isinstance(spec["key"], str)
+                and isinstance(spec["values"], list) and spec["values"]
+                and len({str(v) for v in spec["values"]}) == len(spec["values"])
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec["values"])):
+            raise UserError(
+                f"Study file {path}: tuning grid '{name}' must be {{key: <setting>, values: [distinct numbers, the "
+                "one a tie goes to first]}} or {same_as: <another tuned variant>}, e.g. "
+                "{key: optimizer.lr, values: [0.01, 0.1]}."
+            )
+        grids[str(name)] = Grid(key=spec["key"], values=tuple(spec["values"]))
+    for name, grid in grids.items():
+        if grid.same_as and (grid.same_as not in grids or grids[grid.same_as].same_as):
+            raise UserError(f"Study file {path}: tuning grid '{name}' is same_as '{grid.same_as}', which has no grid "
+                            "of its own.")
+    return grids
+
+
+def _tuning(raw: dict, path: Path, name: str | None) -> Tuning | None:
+    """The study's tuning plan; name None: a tuning study reading its parent's."""
+    spec = raw.get("tuning")
+    if not spec:
+        return None
+    if set(spec) - set(TUNING_KEYS):
+        raise UserError(f"Study file {path}: 'tuning' has unknown keys {sorted(set(spec) - set(TUNING_KEYS))}; "
+                        f"valid keys: {', '.join(TUNING_KEYS)}.")
+    study = spec.get("study")
+    if study is not None and (not isinstance(study, str) or (name is not None and study == name)):
+        raise UserError(f"Study file {path}: 'tuning.study' must name another study, a tuning study with 'sweep:'.")
+    tie = spec.get("tie_points", 1.0)
+    if isinstance(tie, bool) or not isinstance(tie, (int, float)) or tie < 0:
+        raise UserError(f"Study file {path}: 'tuning.tie_points' must be a number of points of accuracy, 0 or more.")
+    return Tuning(study=study, tie_points=float(tie), grids=_grids(spec.get("grids"), path),
+                  from_record=spec.get("from_record"))
+
+
+def recorded_choices(record: str) -> dict:
+    """variant -> {setting, value}: the tuned values the recorded study `record` chose (docs/results/)."""
+    path = RECORDS_DIR / f"{record}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"The recorded study {path} cannot be read ({e}); tuning.from_record needs it.") from None
+    return data.get("tuning") or {}
 
 
 def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
     """Read and check `conf/study/<name>.yaml`, with the studies it extends."""
     path, raw, extends = _merged(name, Path(conf_dir))
+    parent_tuning = None
     if raw.get("sweep") is not None:
-        raw = {**raw, "variants": _sweep_points(raw, path), "tune_lr": None}
+        parent_tuning = _tuning(raw, path, None)
+        # A tuning point's seeds are the tuning study's own, in every regime.
+        regimes = {r: {**(spec or {}), "seeds": []} for r, spec in (raw.get("regimes") or {}).items()}
+        raw = {**raw, "variants": _sweep_points(raw, path), "tuning": None, "regimes": regimes}
+    tuning = _tuning(raw, path, name)
+    if tuning is not None and tuning.from_record:
+        # The values a recorded study's tuning chose, written into each variant as its own overrides.
+        chosen = recorded_choices(tuning.from_record)
+        raw = {**raw, "variants": {
+            v: ({**spec, "overrides": [*spec.get("overrides", []), f"{chosen[v]['setting']}={chosen[v]['value']}"]}
+                if v in chosen and isinstance(spec, dict) else spec)
+            for v, spec in (raw.get("variants") or {}).items()}}
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise UserError(f"Study file {path}: 'seeds' must be a list of non-negative integers.")
@@ -318,7 +417,7 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
             raise UserError(
                 f"Study file {path}: variant name '{vname}' must use only ASCII letters, digits and '_'."
             )
-        if not isinstance(spec, dict) or set(spec) - {*VARIANT_KEYS, "sweep_of", "sweep_value"}:
+        if not isinstance(spec, dict) or set(spec) - {*VARIANT_KEYS, "sweep_of", "sweep_key", "sweep_value"}:
             raise UserError(
                 f"Study file {path}: variant '{vname}' must be a mapping with the keys {', '.join(VARIANT_KEYS)}."
             )
@@ -339,6 +438,7 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
             combined=spec.get("combined", False),
             optimization=str(spec.get("optimization", "")),
             sweep_of=str(spec.get("sweep_of", "")),
+            sweep_key=str(spec.get("sweep_key", "")),
             sweep_value=spec.get("sweep_value"),
             regime=regime,
         )
@@ -356,20 +456,17 @@ def load_study(name: str, conf_dir: Path = CONF_DIR) -> Study:
         variants=variants,
         report=dict(raw.get("report") or {}),
         extends=extends,
-        tune_lr=_tune_lr(raw, path, name),
-        sweep_key=(raw.get("sweep") or {}).get("key"),
-        sweep_tie_points=float((raw.get("sweep") or {}).get("tie_points", 0.0)),
+        tuning=parent_tuning if raw.get("sweep") is not None else tuning,
+        is_sweep=raw.get("sweep") is not None,
         regimes=regimes,
+        parent=extends[0] if raw.get("sweep") is not None and extends else None,
     )
     _check_one_baseline_per_model(study, path)
+    if study.tuning and not study.is_sweep:
+        for v in study.tuning.grids or {}:
+            if v not in study.variants:
+                raise UserError(f"Study file {path}: tuning grid variant '{v}' is not a variant of the study.")
     return study
-
-
-def _tune_lr(raw: dict, path: Path, name: str) -> str | None:
-    tune = raw.get("tune_lr")
-    if tune is not None and (not isinstance(tune, str) or tune == name):
-        raise UserError(f"Study file {path}: 'tune_lr' must name another study, a learning-rate sweep.")
-    return tune
 
 
 def _check_one_baseline_per_model(study: Study, path: Path) -> None:
@@ -418,7 +515,7 @@ def compose_config(
             raise UserError(override_message(o, "it names no setting"))
     try:
         cfg = _compose(all_overrides, conf_dir)
-        apply_tuned_rate(cfg, all_overrides, conf_dir)
+        apply_tuned_value(cfg, list(overrides))
     except OverrideParseException as e:
         raise UserError(override_message(e.override, e.message)) from None
     except MissingConfigException as e:
@@ -432,21 +529,12 @@ def compose_config(
     return validate(cfg)
 
 
-def variant_composer(study: Study, conf_dir: Path = CONF_DIR):
-    """variant name -> its composed config in `study`: what the sweep's choice reads family and optimizer from."""
-    return lambda variant: compose_config(study=study.name, variant=variant, conf_dir=conf_dir)
-
-
-def apply_tuned_rate(cfg, overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Set the sweep's chosen value in cfg (still writable) when run.learning_rates names a choice that
-    applies; `overrides` are the command line's, the study's and the variant's own come from its file."""
-    if not cfg.run.learning_rates:
+def apply_tuned_value(cfg, overrides: list[str]) -> None:
+    """Set the tuning's chosen value in cfg (still writable) when run.tuned names a choice for the run's
+    variant; `overrides` are the command line's, which win over it."""
+    if not cfg.run.tuned:
         return
-    explicit = list(overrides)
-    if cfg.run.study != "adhoc" and cfg.run.variant != "adhoc":
-        study = load_study(cfg.run.study, conf_dir)
-        explicit += [*study.overrides, *study.overrides_for(cfg.run.variant)]
-    tuned = tuned_override(cfg, read_learning_rates(cfg.run.learning_rates), explicit)
+    tuned = tuned_override(str(cfg.run.variant), read_choices(cfg.run.tuned), list(overrides))
     if tuned is not None:
         OmegaConf.update(cfg, tuned[0], tuned[1], merge=False)
 

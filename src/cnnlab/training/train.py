@@ -35,7 +35,7 @@ from cnnlab.errors import UserError, storage_error_message
 from cnnlab.models import build_network, count_parameters, family_of
 from cnnlab.process_start import seconds_since_job_start
 from cnnlab.study.config import check_accelerator, fingerprint, validate
-from cnnlab.study.studies import CONF_DIR, apply_tuned_rate, register_schema
+from cnnlab.study.studies import CONF_DIR, apply_tuned_value, register_schema
 from cnnlab.tracking.store import quiet_mlflow
 from cnnlab.tracking.uri import move_environment_credentials
 from cnnlab.training import command_line
@@ -206,7 +206,7 @@ def run_job(cfg: DictConfig) -> float | None:
             cfg.run.sweep = hydra_cfg.sweep.dir
     sys.argv = list(_COMMAND_LINE)
     try:
-        apply_tuned_rate(cfg, list(hydra_cfg.overrides.task), command_line.conf_dir_in_use())
+        apply_tuned_value(cfg, list(hydra_cfg.overrides.task))
         result = train(validate(cfg))
     except Exception as e:
         _exit_on_failure(e, bug_traceback=True)

@@ -53,6 +53,11 @@ def paragraph(text: str, css: str = "") -> str:
     return f"{opening}{escape(text)}</p>"
 
 
+def details(summary: str, parts: list[str]) -> str:
+    """Parts folded away behind a summary line the reader can open (the method, below the results)."""
+    return f"<details><summary>{escape(summary)}</summary>\n" + "\n".join(parts) + "\n</details>"
+
+
 def preformatted(text: str) -> str:
     return f"<pre>{escape(text)}</pre>"
 

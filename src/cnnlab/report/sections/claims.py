@@ -16,7 +16,8 @@ import pandas as pd
 from cnnlab.report import claims, html, study_figures
 from cnnlab.report.registry import section
 from cnnlab.report.runs import FINISHED
-from cnnlab.report.sections import position_scale
+from cnnlab.report.sections import position_scale, tuning
+from cnnlab.study import plan
 from cnnlab.study.studies import FULL
 
 
@@ -31,12 +32,12 @@ def test_accuracy(ctx) -> dict[str, dict[int, float]]:
 
 def smallest_effect(ctx) -> float:
     """delta, in points: the study's report.smallest_effect_points."""
-    return float(ctx.study.report.get("smallest_effect_points", claims.DEFAULT_DELTA))
+    return plan.smallest_effect(ctx.study)
 
 
 def adjustment(ctx) -> str:
-    """The study's report.adjustment: holm (family-wise error) or fdr_bh (false-discovery rate)."""
-    return str(ctx.study.report.get("adjustment", "holm"))
+    """The study's report.adjustment (cnnlab.report.claims.ADJUSTMENTS)."""
+    return plan.adjustment(ctx.study)
 
 
 def regime_of(ctx, *variants: str) -> str:
@@ -95,11 +96,11 @@ def optimizations_help(ctx, acc) -> list[dict]:
         base = ctx.study.baseline_of(name)
         if key and base:
             what = claims.OPTIMIZATIONS.get(key, key)
-            rows.append(claims.claim_row(
+            rows.append({**claims.claim_row(
                 f"{what} improves test accuracy", f"{family}: {name} vs {base}",
                 claims.paired_differences(acc.get(name, {}), acc.get(base, {})),
                 regime_of(ctx, name, base), smallest_effect(ctx),
-            ))
+            ), "setting": tuning.setting_of(ctx, name)})
     return rows
 
 
@@ -107,7 +108,7 @@ def claims_table(ctx) -> pd.DataFrame:
     def build():
         acc = test_accuracy(ctx)
         rows = [*cnn_against_mlp(ctx, acc), *less_sensitive(ctx), *optimizations_help(ctx, acc)]
-        return pd.DataFrame(claims.adjust(rows, adjustment(ctx)), columns=claims.COLUMNS)
+        return pd.DataFrame(claims.adjust(rows, adjustment(ctx)), columns=[*claims.COLUMNS, "setting"])
 
     return ctx.memo("claims", build)
 
@@ -158,38 +159,63 @@ def regime_checks(study, table: pd.DataFrame) -> list[str]:
 
 def explanation(ctx, n_tested: int) -> str:
     delta = smallest_effect(ctx)
-    alpha = claims.FAMILYWISE_ALPHA
     return (
         "Each effect is a difference paired by seed, in percentage points: test accuracy for the CNN and the "
-        "optimizations, the share of accuracy lost under shifts or rescaling for sensitivity (positive: the CNN "
-        "loses less); the interval is the 95% Student t interval of the mean paired difference. The smallest "
-        f"effect of interest is delta = {delta:g} point{'s' if delta != 1 else ''}: a smaller difference does not "
-        "matter, whatever its sign. Four verdicts: negligible when the interval lies inside (-delta, +delta) (an "
-        "equivalence test: the effect is shown to be smaller than delta, even where it is above 0); holds when the "
-        "interval is above 0 and the effect is not negligible; contradicted when it is below 0 and not negligible; "
-        "inconclusive otherwise (the seeds cannot tell a zero effect from one that matters). With one seed there "
-        "is no interval: one seed decides nothing. 'Unadjusted' is that reading of each claim alone; at 95% each, "
-        f"one false finding in twenty claims is expected by chance, so the verdict column adjusts it for the family "
-        f"of {n_tested} claims by {METHODS[adjustment(ctx)].format(alpha=alpha)} The adjusted p-values are in "
-        "claims.csv."
+        "optimizations, the accuracy kept above chance under shifts or rescaling for sensitivity (positive: the CNN "
+        "keeps more); the interval is the Student t interval of the mean paired difference. The smallest effect of "
+        f"interest is delta = {delta:g} point{'s' if delta != 1 else ''}: a smaller difference does not matter, "
+        "whatever its sign. One rule reads each verdict from an interval: holds when it lies above 0, contradicted "
+        "when below; negligible when it lies inside (-delta, +delta) (an equivalence test), and 'holds, under delta' "
+        "or 'contradicted, under delta' when both; inconclusive otherwise (the seeds cannot tell a zero effect from "
+        "one that matters). With one seed there is no interval: one seed decides nothing. 'Alone' reads each "
+        "claim's 95% interval by itself; at 95% each, one false finding in twenty claims is expected by chance, so "
+        f"the verdict column reads it adjusted for the family of {n_tested} claims, by "
+        f"{METHODS[adjustment(ctx)]} An adjustment only widens a claim's interval (or raises its p-values), so an "
+        "adjusted verdict never shows a fact the claim alone does not; Holm's verdict is beside it for comparison. "
+        "The p-values and the adjusted intervals are in claims.csv."
     )
 
 
 METHODS = {
-    "holm": "Holm's step-down procedure, applied to the tests of a difference (holds, contradicted) and to the "
-            "equivalence tests (negligible), each at a family-wise error of {alpha:.0%}: the chance that any claim "
-            "here is wrongly said to hold or be contradicted is at most {alpha:.0%}, and so is the chance that any "
-            "is wrongly said negligible.",
-    "fdr_bh": "the Benjamini-Hochberg procedure, applied to the tests of a difference (holds, contradicted) and to "
-              "the equivalence tests (negligible), each at a false-discovery rate of {alpha:.0%}: of the claims said "
-              "to hold or be contradicted, at most {alpha:.0%} are expected to be wrong (and likewise of those said "
-              "negligible); weaker than a family-wise guarantee, valid when the tests are independent or positively "
-              "dependent, as claims that share a baseline are.",
+    "fcr": "false-coverage-rate adjusted intervals (Benjamini and Yekutieli 2005): with R of the m claims selected by "
+           "Benjamini-Hochberg at 5% on their tests of a difference, every claim's interval is the (1 - R x 0.05 / m) "
+           "one, and of the selected claims' intervals at most 5% are expected to miss their effect.",
+    "holm": "Holm's step-down procedure over one family holding every claim's test of a difference and its "
+            "equivalence test, at a family-wise error of 5%: the chance that any finding here is wrong is at most 5%.",
+    "fdr_bh": "the Benjamini-Hochberg procedure over one family holding every claim's test of a difference and its "
+              "equivalence test, at a false-discovery rate of 5%: of the findings, at most 5% are expected to be "
+              "wrong.",
+    "bonferroni": "Bonferroni's simultaneous intervals, each at 1 - 0.05 / m: all of them cover their effects at "
+                  "once with 95% probability.",
+    "none": "nothing: each claim is read alone, at 95%.",
 }
 
 
-def _interval(r) -> str:
-    return "" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+def _interval(low: float, high: float) -> str:
+    return "" if math.isnan(low) else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def plan_paragraph(ctx) -> str:
+    """The analysis plan as the study file fixes it, its hash, and whether it is the plan the runs started with."""
+    current = plan.plan(ctx.study, ctx.conf_dir)
+    started = plan.read_plan(ctx.out.parent / "plan.json")
+    seeds = "; ".join(f"{r}: {len(s)} seed{'s' if len(s) != 1 else ''} ({', '.join(map(str, s))})"
+                      for r, s in current["seeds"].items())
+    tuned = current["tuning"]
+    text = (f"The analysis plan (fixed in conf/study/{ctx.study.name}.yaml before the runs; hash "
+            f"{plan.plan_hash(current)}): {len(current['claims'])} claims as listed below; adjustment "
+            f"{claims.ADJUSTMENT_NAMES[current['adjustment']]} at {current['error_rate']:.0%}; smallest effect of "
+            f"interest {current['smallest_effect_points']:g} point; seeds {seeds}")
+    if tuned and tuned["grids"]:
+        text += (f"; {len(tuned['grids'])} tuned variants, each on its own grid (the tuning section), ties within "
+                 f"{tuned['tie_points']:g} points")
+    text += "."
+    if started is None:
+        return text + " No plan was fixed when this study's runs started (results/<study>/plan.json is missing)."
+    if started.get("definition_hash") != plan.definition_hash(ctx.study, ctx.conf_dir):
+        return text + (f" THE STUDY FILE HAS CHANGED since the runs started (plan hash then {started['plan_hash']}, "
+                       f"fixed {started['fixed_at']}): these verdicts do not follow a plan fixed before the runs.")
+    return text + f" It is the plan fixed when the runs started ({started['fixed_at']})."
 
 
 @section("claims", "What the study shows: the lecture's claims", order=5)
@@ -200,23 +226,30 @@ def render(ctx) -> list[str]:
         {
             "claim": r.claim,
             "compared": r.model,
+            "setting": r.setting if isinstance(r.setting, str) else "",
             "regime": r.regime,
             "seeds": r.n_seeds,
             "effect (points)": _points(r.effect_mean),
-            "95% interval": _interval(r),
-            "unadjusted": r.unadjusted_verdict,
+            "95% interval": _interval(r.ci_low, r.ci_high),
+            "alone": r.unadjusted_verdict,
+            "adjusted interval": _interval(r.ci_low_adjusted, r.ci_high_adjusted),
             adjusted: r.verdict,
+            "Holm": r.holm_verdict,
         }
         for r in table.itertuples()
     ]
-    css = {claims.HOLDS: "", claims.NEGLIGIBLE: "", claims.CONTRADICTED: "failed"}
+    css = {claims.HOLDS: "", claims.HOLDS_SMALL: "", claims.NEGLIGIBLE: "", claims.CONTRADICTED: "failed",
+           claims.CONTRADICTED_SMALL: "failed"}
     tested = int((table.n_seeds >= 2).sum())
     regimes = regimes_paragraph(ctx)
     return [
-        html.paragraph(explanation(ctx, tested), "note"),
-        *([html.paragraph(regimes, "note")] if regimes else []),
+        html.paragraph(plan_paragraph(ctx), "note"),
         html.table(
             rows, [css.get(r[adjusted], "partial") for r in rows],
-            text_columns=("claim", "compared", "regime", "unadjusted", adjusted),
+            text_columns=("claim", "compared", "setting", "regime", "alone", adjusted, "Holm"),
         ),
+        html.details("How the claims are tested", [
+            html.paragraph(explanation(ctx, tested), "note"),
+            *([html.paragraph(regimes, "note")] if regimes else []),
+        ]),
     ]

@@ -58,9 +58,12 @@ def test_a_run_folder_evaluates_to_the_accuracy_training_logged(trained):
     assert ev["sensitivity_images"] == 40
     assert set(ev["shift_acc"]) == {"zeros", "replicate", "circular"}
     assert all(list(map(int, accs)) == list(SHIFTS) for accs in ev["shift_acc"].values())
-    assert [float(f) for f in ev["scale_acc"]] == pytest.approx([float(s) for s in SCALES])
+    # Zoomed out with each padding mode, in by cropping; each mode's line passes through 1x.
+    assert set(ev["scale_acc"]) == {"zeros", "replicate", "circular", "crop"}
+    assert [float(f) for f in ev["scale_acc"]["crop"]] == pytest.approx([float(s) for s in SCALES if s >= 1])
+    assert [float(f) for f in ev["scale_acc"]["zeros"]] == pytest.approx([float(s) for s in SCALES if s <= 1])
     for accs in ev["shift_acc"].values():  # unshifted: the first 40 images' accuracy, the same in every mode
-        assert accs["0"] == ev["shift_acc"]["zeros"]["0"] == ev["scale_acc"]["1.0"]
+        assert accs["0"] == ev["shift_acc"]["zeros"]["0"] == ev["scale_acc"]["crop"]["1.0"]
 
 
 def test_an_mlflow_run_id_evaluates_to_the_logged_accuracy(trained):

@@ -166,7 +166,11 @@ def evaluate(run: FinishedRun, arrays: str | Path | None = None, shift_images: i
         out["shift_acc"] = {
             mode: {int(r.amount): r.acc for r in rows.itertuples()} for mode, rows in shifts.groupby("mode", sort=False)
         }
-        out["scale_acc"] = {float(r.amount): r.acc for r in table[table["transform"] == "scale"].itertuples()}
+        scales = table[table["transform"] == "scale"]
+        out["scale_acc"] = {  # zoom out: one row per padding mode; zoom in: "crop"; 1x under every mode
+            mode: {float(r.amount): r.acc for r in scales[(scales["mode"] == mode) | (scales.amount == 1)].itertuples()}
+            for mode in dict.fromkeys(scales["mode"])
+        }
     return out
 
 
@@ -199,8 +203,9 @@ def tables(result: dict) -> str:
                   "pixels" + "".join(f"{m:>11}" for m in modes)]
         for amount in result["shift_acc"][modes[0]]:
             lines.append(f"{amount:>6}" + "".join(f"{result['shift_acc'][m][amount]:>11.4f}" for m in modes))
-        lines += ["", "accuracy under rescaling (about the centre, bilinear, black border)", "factor   accuracy"]
-        lines += [f"{f:>6.3f}   {acc:.4f}" for f, acc in result["scale_acc"].items()]
+        lines += ["", "accuracy under zooms about the centre (in: cropped and resized; out: padded with each mode)"]
+        for mode, accs in result["scale_acc"].items():
+            lines += [f"  {mode}"] + [f"{f:>8.3f}   {acc:.4f}" for f, acc in accs.items()]
     return "\n".join(lines)
 
 

@@ -173,12 +173,18 @@ def sensitivity_figure(tables: dict, labels: dict[str, str]):
             ax_shift.plot(table[rows].amount, kept[rows], styles[kind], marker="o", ms=3, color=MODE_COLORS[mode],
                           label=f"{labels[kind]}, {mode}")
         scale = table["transform"] == "scale"
-        ax_scale.plot(table[scale].amount, kept[scale], styles[kind], marker="o", ms=3, color="black",
-                      label=labels[kind])
+        zoom_in = scale & (table.amount >= 1)
+        for mode in dict.fromkeys(table[scale & (table.amount < 1)]["mode"]):
+            # Each zoom-out mode joins the zoom-in line at 1x.
+            rows = (scale & (table.amount < 1) & (table["mode"] == mode)) | (zoom_in & (table.amount == 1))
+            ax_scale.plot(table[rows].amount, kept[rows], styles[kind], marker="o", ms=3, color=MODE_COLORS[mode],
+                          label=f"{labels[kind]}, zoom out: {mode}")
+        ax_scale.plot(table[zoom_in].amount, kept[zoom_in], styles[kind], marker="o", ms=3, color="black",
+                      label=f"{labels[kind]}, zoom in: crop")
     ax_shift.set_xlabel("shift (pixels)")
-    ax_scale.set_xlabel("scale factor (zero-filled border)")
-    for ax, title in ((ax_shift, "accuracy kept under shifts"), (ax_scale, "accuracy kept under rescaling")):
-        ax.set_ylabel("accuracy kept (% of untouched)")
+    ax_scale.set_xlabel("zoom factor (out: padded border; in: cropped)")
+    for ax, title in ((ax_shift, "accuracy kept under shifts"), (ax_scale, "accuracy kept under zooms")):
+        ax.set_ylabel("accuracy kept above chance (%)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if ax.lines:

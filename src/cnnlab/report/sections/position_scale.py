@@ -3,8 +3,8 @@
 Measured on networks trained without shift augmentation (a network that saw shifted images in
 training would show what the augmentation taught it, not what its layers do): the variants the
 study lists under `report.sensitivity`, or else the best such variant of each architecture. Every
-finished seed of each is evaluated, and each network's accuracy is taken relative to its own
-accuracy on the untouched images.
+finished seed of each is evaluated, and each network's score is the share of its accuracy above
+chance that it keeps (cnnlab.report.sensitivity).
 """
 
 from __future__ import annotations
@@ -81,12 +81,13 @@ def summary_sentences(ctx) -> list[str]:
     for variant in shift:
         s, c = _mean(shift[variant].values()), _mean(scale[variant].values())
         if math.isnan(s) or math.isnan(c):  # a drop relative to zero correct images is undefined
-            out.append(f"{variant} classified none of the untouched images correctly, so its drops are undefined.")
+            out.append(f"{variant} classified the untouched images no better than chance, so what it keeps above "
+                       "chance is undefined.")
             continue
         out.append(
             f"{variant} ({architecture(ctx, variant)}, {len(shift[variant])} seeds) keeps on average "
-            f"{100 * (1 - s):.1f}% of its accuracy under shifts of 1-8 pixels and {100 * (1 - c):.1f}% under "
-            "rescaling to 0.75x-1.25x."
+            f"{100 * (1 - s):.1f}% of its accuracy above chance under shifts of 1-8 pixels and {100 * (1 - c):.1f}% "
+            "under zooms of 0.75x-1.25x (zoom-out borders replicated or wrapped, not black)."
         )
     dense = [v for v in shift if architecture(ctx, v) == "dense"]
     conv = [v for v in shift if architecture(ctx, v) == "convolutional"]
@@ -98,9 +99,33 @@ def summary_sentences(ctx) -> list[str]:
                     continue
                 word = "less" if cd < dd else "more" if cd > dd else "as much"
                 out.append(
-                    f"{c} loses {word} of its accuracy than {d} under changes of {what}"
+                    f"{c} loses {word} of its accuracy above chance than {d} under changes of {what}"
                     f" ({100 * cd:.1f}% against {100 * dd:.1f}%)."
                 )
+    out.extend(black_border_sentences(ctx))
+    return out
+
+
+def black_border_sentences(ctx) -> list[str]:
+    """What a black zoom-out border does to each network, against a border without black: the global-average
+    head's result in words, from the numbers."""
+    out = []
+    by_variant: dict[str, list] = {}
+    for (variant, _), table in evaluations(ctx).items():
+        by_variant.setdefault(variant, []).append(table)
+    for variant, tables in by_variant.items():
+        mean = sensitivity.mean_table(tables)
+        black = sensitivity.mean_relative_drop(mean[mean.amount < 1], "scale", ("zeros",))
+        other = sensitivity.mean_relative_drop(mean[mean.amount < 1], "scale", ("replicate", "circular"))
+        if math.isnan(black) or math.isnan(other):
+            continue
+        head = ctx.study.variants[variant].overrides if variant in ctx.study.variants else ()
+        gap_head = any(o == "model.head=global_average" for o in head)
+        why = (" Its global-average head averages every position of the last feature map, the border's with the "
+               "object's, so a black border dilutes every feature it averages; a replicated or wrapped border "
+               "carries the image's own colours instead." if gap_head and black > other else "")
+        out.append(f"Zoomed out, {variant} keeps {100 * (1 - black):.1f}% of its accuracy above chance with a black "
+                   f"border and {100 * (1 - other):.1f}% with a replicated or wrapped one.{why}")
     return out
 
 
@@ -115,25 +140,33 @@ def render(ctx) -> list[str]:
             {
                 "network": f"{variant} (seed {seed})",
                 "untouched %": f"{100 * base:.2f}",
-                "shift 4 px, zeros": f"{100 * (1 - _at(t, 'shift', 'zeros', 4)):.1f}%",
-                "shift 8 px, zeros": f"{100 * (1 - _at(t, 'shift', 'zeros', 8)):.1f}%",
-                "shift 8 px, circular": f"{100 * (1 - _at(t, 'shift', 'circular', 8)):.1f}%",
-                "scale 0.75": f"{100 * (1 - _at(t, 'scale', 'zeros', 0.75)):.1f}%",
-                "scale 1.25": f"{100 * (1 - _at(t, 'scale', 'zeros', 1.25)):.1f}%",
+                "shift 4 px, zeros": _kept(t, "shift", "zeros", 4),
+                "shift 8 px, zeros": _kept(t, "shift", "zeros", 8),
+                "shift 8 px, circular": _kept(t, "shift", "circular", 8),
+                "zoom out 0.75, black": _kept(t, "scale", "zeros", 0.75),
+                "zoom out 0.75, replicate": _kept(t, "scale", "replicate", 0.75),
+                "zoom in 1.25": _kept(t, "scale", sensitivity.ZOOM_IN, 1.25),
             }
         )
     return [
         html.paragraph(
             f"Networks trained without shift augmentation, every finished seed, on the first {sample_size(ctx)} "
             "test images, each shifted by 0-8 pixels up, down, left or right (the border filled with zeros, the "
-            "edge pixel, or the opposite edge), or rescaled about its centre (black border). The table gives the "
-            "accuracy kept: accuracy on the changed images as a share of the same network's accuracy on the "
-            "untouched ones.",
+            "edge pixel, or the opposite edge), or zoomed about its centre: in by cropping and resizing, out by "
+            "resizing down and padding (black, replicated or wrapped border). The table gives the accuracy kept "
+            "above chance: (accuracy on the changed images - 10%) as a share of (the same network's accuracy on the "
+            "untouched ones - 10%). The claims read zoom-out from the replicated and wrapped borders only.",
             "note",
         ),
         html.paragraph(" ".join(summary_sentences(ctx)), "verdict"),
         html.table(rows, text_columns=("network",)),
     ]
+
+
+def _kept(table, transform: str, mode: str, amount: float) -> str:
+    """The share of accuracy above chance kept, as the table shows it ('–' where it is undefined)."""
+    drop = _at(table, transform, mode, amount)
+    return "–" if math.isnan(drop) else f"{100 * (1 - drop):.1f}%"
 
 
 def _at(table, transform: str, mode: str, amount: float) -> float:
@@ -145,10 +178,11 @@ def _at(table, transform: str, mode: str, amount: float) -> float:
     "sensitivity",
     "Sensitivity to position and scale",
     section="position_scale",
-    caption="""Problema 2: sensitivity to position and scale. Accuracy kept (share of each network's accuracy on the
-    untouched test images, mean over seeds) as the images are shifted by 0 to 8 pixels (zeros,
-    replicate or circular padding) and rescaled from 0.75x to 1.25x about their centre; networks
-    trained without shift augmentation.""",
+    caption="""Problema 2: sensitivity to position and scale. Accuracy kept above chance (share of each network's
+    accuracy above 10% on the untouched test images, mean over seeds) as the images are shifted by 0 to 8 pixels
+    (zeros, replicate or circular padding) and zoomed from 0.75x to 1.25x about their centre (in: cropped and
+    resized; out: padded with a black, replicated or wrapped border); networks trained without shift
+    augmentation.""",
 )
 def draw(ctx):
     by_variant: dict[str, list] = {}

@@ -74,7 +74,7 @@ def test_clipping_a_fused_optimizer_under_mixed_precision_is_one_sentence_and_un
                                         r"add optimizer.fused=false"):
         build_trainer(run_config(tmp_path, arrays, "fused", *mixed, "optimizer.fused=true"), RunDir(tmp_path / "f"), [])
     build_trainer(run_config(tmp_path, arrays, "unfused", *mixed, "optimizer.fused=false"), RunDir(tmp_path / "u"), [])
-    assert compose_config(["optimizer=adam"]).optimizer.fused is False  # Adam runs unfused by default
+    assert compose_config(["optimizer=adam"]).optimizer.fused is True  # Adam runs fused by default
 
 
 def test_accumulating_two_half_batches_takes_the_steps_of_one_whole_batch(tmp_path, arrays):

@@ -63,7 +63,7 @@ def test_zscore_stats_are_exact_and_what_training_uses_matches_the_float_computa
         assert mean[c] == pytest.approx(float(exact_mean), rel=1e-15)
         assert std[c] == pytest.approx(math.sqrt(exact_var), rel=1e-15)
     # Training z-scores in float32 (cnnlab.data.batches.normalize): in float32 these statistics are
-    # those of the images converted to floats, here as on CIFAR-10's training split (docs/notes.md).
+    # those of the images converted to floats, here as on CIFAR-10's training split (docs/dev/notes.md).
     xf = x.astype(np.float64) / 255.0
     assert np.array_equal(np.float32(mean), np.float32(xf.mean(axis=(0, 2, 3))))
     assert np.array_equal(np.float32(std), np.float32(xf.std(axis=(0, 2, 3))))

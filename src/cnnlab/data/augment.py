@@ -76,7 +76,7 @@ def random_flip(x: torch.Tensor, flip: torch.Tensor, out: torch.Tensor | None = 
     """Mirror left-right the images of x (B, C, H, W) where flip (B,) is True; `out=x` works in place."""
     if out is x and x.device.type == "cpu":
         # Rewrite only the mirrored images, whole images at a time, instead of a where over the
-        # whole batch (docs/notes.md). Not on a GPU: finding them (nonzero) would wait for the device.
+        # whole batch (docs/dev/notes.md). Not on a GPU: finding them (nonzero) would wait for the device.
         chosen = flip.nonzero().squeeze(1)
         return x.index_copy_(0, chosen, x.index_select(0, chosen).flip(3))
     return torch.where(flip[:, None, None, None], x.flip(3), x, out=out)

@@ -1,7 +1,7 @@
 """Training jobs that start warm: `python -m cnnlab.launch.forkserver <cnnlab-train arguments>`.
 
 A training job spends most of its start-up importing torch, Lightning and MLflow (seconds of CPU:
-docs/notes.md). The workflow's jobs therefore go through this small client:
+docs/dev/notes.md). The workflow's jobs therefore go through this small client:
 it asks a warm process, which has made those imports once, to fork a child that runs
 `cnnlab-train` with the job's arguments, working folder, environment, umask and standard streams
 (passed over a Unix socket), and it waits for the child's exit status. To Snakemake the client is

@@ -40,7 +40,7 @@ class Network(nn.Module):
         """Whether to train in channels-last memory format under `trainer.channels_last`.
 
         auto: convolutional networks do, on a GPU and on the CPU alike: oneDNN's convolutions are
-        faster in it, or no slower (docs/notes.md); a dense network gains nothing from it."""
+        faster in it, or no slower (docs/dev/notes.md); a dense network gains nothing from it."""
         if setting != "auto":
             return setting == "true"
         return self.architecture == "convolutional"

@@ -220,7 +220,7 @@ def frozen_heap():
 
     They live as long as the run; each full collection that training's own objects trigger would
     otherwise walk them all, the objects torch, Lightning and MLflow import among them
-    (docs/notes.md). A process frozen already (a job forked warm) stays as it is; one frozen here is
+    (docs/dev/notes.md). A process frozen already (a job forked warm) stays as it is; one frozen here is
     thawed after, so a caller that goes on collects as before.
     """
     if gc.get_freeze_count():
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = typed
         if argv is None:
             # The program ends next. Freezing the heap (millions of objects from torch, Lightning,
-            # MLflow) spares the interpreter's garbage collections at exit (docs/notes.md). Not for
+            # MLflow) spares the interpreter's garbage collections at exit (docs/dev/notes.md). Not for
             # callers that pass argv (tests, other code): their process goes on and should collect.
             gc.freeze()
     return 0

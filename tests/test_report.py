@@ -225,6 +225,7 @@ def test_every_figure_is_drawn_and_embedded(built):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert html.count('src="data:image/png;base64,') == len(names)
+    assert result["clipped"] == []  # no figure's text reaches past its canvas
     # Sections are numbered by the code, in order.
     numbers = [int(h.split(".")[0]) for h in html.split("<h2>")[1:]]
     assert numbers == list(range(1, len(numbers) + 1))
@@ -374,3 +375,25 @@ def test_the_best_of_each_is_chosen_on_validation_and_the_numbers_are_the_stores
 
 
 PICK_VARIANTS = ("mlp_baseline", "mlp_zscore", "cnn_baseline", "cnn_batchnorm")
+
+
+def test_long_row_labels_keep_the_ablation_figure_inside_its_canvas():
+    # The cpu study's CNN panel once cut its own title and axis label at the right edge: its long row
+    # labels pushed it out of the canvas.
+    from cnnlab.figures import overflow_pixels
+    from cnnlab.report.study_figures import ablation_figure
+
+    adds = ["batch normalization and a global-average head (Problema 2)", "L2 regularization (limited)",
+            "data augmentation (limited)", "all together"]
+    ablation = pd.DataFrame({"model": ["mlp"] * 4 + ["cnn"] * 4, "variant": [f"v{i}" for i in range(8)],
+                             "adds": adds * 2, "combined": [False, False, False, True] * 2,
+                             "delta_mean": [0.01, -0.02, 0.03, 0.05] * 2, "delta_std": [0.01] * 8, "n_pairs": [4] * 8})
+    table = pd.DataFrame({"model": ["mlp", "cnn"], "variant": ["v0", "v4"]})
+    assert overflow_pixels(ablation_figure(ablation, table)) == 0
+    # The check itself sees a cut-off label.
+    from cnnlab.figures import plt
+
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=100)
+    ax.set_xlabel("a label far too long to fit the width of a two-inch figure at all")
+    assert overflow_pixels(fig) > 1
+    plt.close("all")

@@ -354,3 +354,23 @@ def test_a_cnn_is_evaluated_in_its_runs_batches_and_memory_format_with_the_predi
     assert as_tested.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(as_tested.predict(x, NO_STATS), plain)
     assert seen == [(7, True)] * 5 + [(5, True)]
+
+
+def test_the_section_says_what_a_black_border_does_and_what_a_global_average_head_keeps_without_it():
+    def with_black(shift: float, scale: float, black: float) -> pd.DataFrame:
+        table = table_with_drops(shift, scale)
+        zeros = (table["transform"] == "scale") & (table["mode"] == "zeros") & (table.amount < 1)
+        table.loc[zeros, "relative_drop"] = black
+        return table
+
+    tables = {("mlp_bn", 0): with_black(0.3, 0.10, 0.60), ("cnn_gap", 0): with_black(0.1, 0.30, 0.80)}
+    ctx = context(tables, {"mlp_bn": "dense", "cnn_gap": "convolutional"})
+    from cnnlab.study.studies import Variant
+
+    ctx.study.variants["cnn_gap"] = Variant(name="cnn_gap", adds="", overrides=("model.head=global_average",))
+    text = " ".join(summary_sentences(ctx))
+    assert "with a black border and with a replicated or wrapped one: mlp_bn 40.0% and 90.0%; cnn_gap 20.0% and " \
+           "70.0%" in text
+    # Averaged over the zooms in (crop) and out (replicated or wrapped): 90% and 70% kept.
+    assert "Without a black border cnn_gap keeps less under zooms than mlp_bn (70.0% against 90.0%)" in text
+    assert "the black border costs it 50.0 points, the other networks 50.0 to 50.0: about alike" in text

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from bench.results_table import record
+from cnnlab.errors import UserError
 from cnnlab.study.tuning import format_value
 from tests.helpers import PYTHON, SNAKEMAKE, copy_workflow, run
 from tests.tiny_cifar import write_tiny_archive
@@ -91,6 +92,15 @@ def test_each_variant_trains_at_its_own_chosen_value_and_the_report_keeps_to_the
     assert "It is the plan fixed when the runs started" in html
     assert (results / "tiny" / "report" / "dose_response.png").stat().st_size > 10_000
     assert (results / "tiny" / "report" / "tuning_rates.png").stat().st_size > 10_000
+    # The notebook's one call: a finished study's claims, summary and runs as DataFrames.
+    import cnnlab.report
+
+    study = cnnlab.report.load(results / "tiny")
+    assert list(study.claims.model) == list(rows) and len(study.summary) == 5
+    assert len(study.runs) == 10 and set(study.runs["tags.variant"]) == set(study.summary.variant)
+    assert study.figure("claims_forest").stat().st_size > 10_000
+    with pytest.raises(UserError, match="holds no finished study"):
+        cnnlab.report.load(results / "tiny_tuning")
     plan = json.loads((results / "tiny" / "plan.json").read_text())
     assert plan["plan"]["tuning"]["grids"]["mlp_l2"] == {"key": "regularization.l2", "values": [0.5, 0.0001]}
 

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 def confusion_figure(cm: np.ndarray, classes: list[str], title: str = "Confusion matrix (test set)"):
     cm = np.asarray(cm)
     frac = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100, layout="constrained")
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
@@ -34,7 +34,6 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str = "Confusion
             )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title)
-    fig.tight_layout()
     return fig
 
 
@@ -50,7 +49,7 @@ def filter_mosaic(images: np.ndarray, cols: int, gap: int = 2) -> np.ndarray:
     """Filter images (n, H, W, 3) tiled into one image, cols to a row, white between them.
 
     One image in one Axes: matplotlib's cost grows with the number of Axes, and one Axes per
-    filter made this most of a run's after-training time (docs/notes.md)."""
+    filter made this most of a run's after-training time (docs/dev/notes.md)."""
     n, h, w, c = images.shape
     rows = int(np.ceil(n / cols))
     mosaic = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, c), dtype=np.float32)
@@ -70,10 +69,17 @@ def filters_figure(images: torch.Tensor, title: str = "First-layer filters"):
     imgs = filter_grid(images)
     cols = min(16, len(imgs))
     rows = int(np.ceil(len(imgs) / cols))
-    fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6 + 0.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6 + 0.4), dpi=100, layout="constrained")
     show_mosaic(ax, imgs, cols)
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def overflow_pixels(fig) -> float:
+    """How far the figure's text and artists reach past the edges of its canvas, in pixels (0: none is cut off)."""
+    fig.canvas.draw()
+    tight, box = fig.get_tightbbox(fig.canvas.get_renderer()), fig.bbox_inches
+    return max(0.0, box.x0 - tight.x0, box.y0 - tight.y0, tight.x1 - box.x1, tight.y1 - box.y1) * fig.dpi
 
 
 def save(fig, path: str | Path) -> Path:

@@ -5,7 +5,7 @@ workflow's error hook when some training jobs failed: those variants show as fai
 Its sections and figures come from one registry (`cnnlab.report.registry`).
 """
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "load"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from cnnlab.report.build import build_report
 
         return build_report
+    if name == "load":  # a finished study's summary, claims and runs (cnnlab.report.finished)
+        from cnnlab.report.finished import load
+
+        return load
     raise AttributeError(f"module 'cnnlab.report' has no attribute {name!r}")

@@ -12,7 +12,7 @@ import torch
 
 from cnnlab.atomic import atomic_path, write_text
 from cnnlab.data.preprocess import load_arrays, load_stats
-from cnnlab.figures import plt
+from cnnlab.figures import overflow_pixels, plt
 from cnnlab.report import network_figures, networks, registry
 from cnnlab.report.context import ReportContext
 from cnnlab.report.page import render_page
@@ -25,19 +25,25 @@ from cnnlab.tracking import store as tracking
 log = logging.getLogger(__name__)
 
 
-def save_png(fig, path: Path) -> Path:
+def save_png(fig, path: Path, whole: bool = False) -> Path:
+    """The figure as a PNG; whole: the canvas grown to hold every artist (bbox_inches="tight")."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", **({"bbox_inches": "tight"} if whole else {}))
     plt.close(fig)
     return path
 
 
 def draw_figures(ctx) -> None:
-    """Every registered figure into ctx.out; one that cannot be drawn becomes a placeholder saying why."""
+    """Every registered figure into ctx.out; one that cannot be drawn becomes a placeholder saying why.
+    A figure whose text would reach past its canvas is named in ctx.clipped (and saved whole)."""
     for fig in registry.figures(ctx.study):
         path = ctx.out / f"{fig.name}.png"
         try:
-            save_png(fig.draw(ctx), path)
+            drawn = fig.draw(ctx)
+            clipped = overflow_pixels(drawn) > 1
+            if clipped:
+                ctx.clipped.append(fig.name)
+            save_png(drawn, path, whole=clipped)
             continue
         except registry.Unavailable as e:
             ctx.notes[fig.name] = str(e)
@@ -100,6 +106,7 @@ def build_report(tracking_uri: str, study_name: str, conf_dir, arrays_path, out_
         "claims": str(out / "claims.csv"),
         "figures": {fig.name: str(out / f"{fig.name}.png") for fig in registry.figures(study)},
         "unavailable": dict(ctx.notes),
+        "clipped": list(ctx.clipped),
         "mlflow_run_id": run_id,
         "seconds": seconds,
     }

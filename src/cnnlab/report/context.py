@@ -26,6 +26,7 @@ class ReportContext:
     y_test: torch.Tensor  # (N,) int64
     stats: dict  # the prepared data's statistics and class names
     notes: dict[str, str] = field(default_factory=dict)  # figure -> why it is unavailable
+    clipped: list[str] = field(default_factory=list)  # figures whose text reached past their canvas
     _memo: dict = field(default_factory=dict)
 
     def memo(self, key: str, compute: Callable):

@@ -13,7 +13,7 @@ from cnnlab.report.networks import TrainedNet
 
 def placeholder_figure(title: str, reason: str):
     """Stands in for a figure that cannot be drawn, so the report (and Snakemake's outputs) still exist."""
-    fig, ax = plt.subplots(figsize=(7, 1.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 1.6), dpi=100, layout="constrained")
     ax.axis("off")
     ax.text(0.5, 0.62, title, ha="center", va="center", fontsize=12, weight="bold")
     ax.text(0.5, 0.28, f"unavailable: {reason}", ha="center", va="center", fontsize=9, wrap=True)
@@ -33,7 +33,7 @@ def confusion_pair_figure(matrices: dict[str, tuple[np.ndarray, str]], classes: 
     height = max(im.shape[0] for im in images)
     images = [np.pad(im, ((0, height - im.shape[0]), (0, 0), (0, 0)), constant_values=255) for im in images]
     joined = np.concatenate(images, axis=1)
-    fig = plt.figure(figsize=(joined.shape[1] / 100, joined.shape[0] / 100), dpi=100)
+    fig = plt.figure(figsize=(joined.shape[1] / 100, joined.shape[0] / 100), dpi=100, layout="constrained")
     fig.figimage(joined, 0, 0)
     return fig
 
@@ -54,7 +54,7 @@ def filters_figure(nets: dict[str, TrainedNet]):
         what = f"first {len(images)} templates ({shape})" if dense else f"first-layer kernels ({shape})"
         parts.append((filter_grid(images), 16, f"{trained.family.upper()} {trained.label}: {what}"))
     heights = [np.ceil(len(imgs) / cols) for imgs, cols, _ in parts]
-    fig = plt.figure(figsize=(9, 0.62 * sum(heights) + 0.5 * len(parts)), dpi=100)
+    fig = plt.figure(figsize=(9, 0.62 * sum(heights) + 0.5 * len(parts)), dpi=100, layout="constrained")
     subfigs = fig.subfigures(len(parts), 1, height_ratios=[h + 0.8 for h in heights], squeeze=False)[:, 0]
     for subfig, (imgs, cols, title) in zip(subfigs, parts, strict=False):
         _grid(subfig, imgs, cols, title)
@@ -93,7 +93,6 @@ def activations_figure(trained: TrainedNet, image_uint8: torch.Tensor, stats: di
             axes[row, c + 1].imshow(out[c].float().numpy(), cmap="viridis")
             axes[row, c + 1].set_title(f"{name} #{c} {tuple(out.shape[-2:])}" if c == 0 else f"#{c}", fontsize=7)
     fig.suptitle(f"Activation maps of {trained.label} (conv outputs, before the non-linearity)", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
@@ -129,7 +128,7 @@ def convolutions_figure(image_uint8: np.ndarray, label: str):
         ("mean, no padding", filters.convolve2d(gray, k["mean"]), False),
         ("max pool 2x2, stride 2", filters.max_pool(gray, 2), False),
     ]
-    fig = plt.figure(figsize=(12, 6.2), dpi=100)
+    fig = plt.figure(figsize=(12, 6.2), dpi=100, layout="constrained")
     axes = fig.subplots(2, 5)
     # One grey scale for the input and its smoothed, sharpened and pooled versions: the input's own
     # range, so a dim or bright image still shows its contrast (zero padding shows as black).
@@ -148,5 +147,4 @@ def convolutions_figure(image_uint8: np.ndarray, label: str):
         f"Filters and convolutions on a test image ({label}); 3x3 kernels with replicate padding 1 unless stated",
         fontsize=9,
     )
-    fig.tight_layout()
     return fig

@@ -61,7 +61,7 @@ class TrainedNet:
     def predict(self, x_uint8: torch.Tensor, stats: dict) -> torch.Tensor:
         """Class predictions, in batches of the run's trainer.eval_batch_size and in its memory format,
         as its test ran: on a CPU several times faster for a CNN than large channels-first batches,
-        with the same predictions (docs/notes.md)."""
+        with the same predictions (docs/dev/notes.md)."""
         batch_size = int(OmegaConf.select(self.cfg, "trainer.eval_batch_size", default=None) or 500)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         out = []

@@ -23,6 +23,8 @@ def render_page(ctx) -> str:
             body = sec.render(ctx)
         except Unavailable as e:
             body = [html.paragraph(f"Unavailable: {e}.", "note")]
-        body += [figure_html(ctx, fig) for fig in by_section.get(sec.key, [])]
+        placed = by_section.get(sec.key, [])
+        body = [*(figure_html(ctx, f) for f in placed if f.lead), *body,
+                *(figure_html(ctx, f) for f in placed if not f.lead)]
         parts.append(html.section(f"{number}. {sec.title}", *body))
     return html.page(f"Study '{ctx.study.name}': MLP vs CNN on CIFAR-10", parts)

@@ -40,6 +40,7 @@ class Figure:
     caption: str  # what it shows: under the figure in the page, and a label in Snakemake's report
     category: str  # the group it appears under in `snakemake --report`
     draw: Callable  # (ReportContext) -> matplotlib Figure; raises Unavailable(reason)
+    lead: bool = False  # shown at the top of its section, above the section's text
 
 
 SECTIONS: dict[str, Section] = {}
@@ -54,11 +55,11 @@ def section(key: str, title: str, order: float):
     return register
 
 
-def figure(name: str, title: str, section: str, caption: str, category: str = "Comparison"):
+def figure(name: str, title: str, section: str, caption: str, category: str = "Comparison", lead: bool = False):
     def register(draw: Callable) -> Callable:
         if not name.isidentifier():
             raise ValueError(f"figure name '{name}' must be a Python identifier: it names a Snakemake output")
-        FIGURES[name] = Figure(name, title, section, " ".join(caption.split()), category, draw)
+        FIGURES[name] = Figure(name, title, section, " ".join(caption.split()), category, draw, lead)
         return draw
 
     return register

@@ -77,7 +77,6 @@ def ablation_figure(ablation: pd.DataFrame, table: pd.DataFrame):
         ax.set_title(f"{family.upper()}: change over its baseline")
         ax.set_xlabel("test accuracy change (percentage points)")
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
@@ -99,7 +98,9 @@ def mean_curve(records: list[RunRecord], key: str) -> tuple[np.ndarray, np.ndarr
 
 def learning_curves_figure(table: pd.DataFrame, records: list[RunRecord]):
     families = list(dict.fromkeys(table.model)) or ["(none)"]
-    fig, axes = plt.subplots(2, len(families), figsize=(5.2 * len(families), 7), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(families), figsize=(5.2 * len(families), 7), dpi=100, squeeze=False, layout="constrained"
+    )
     for col, family in enumerate(families):
         variants = list(table[table.model == family].variant)
         cmap = plt.get_cmap("tab10" if len(variants) <= 10 else "viridis")
@@ -124,12 +125,11 @@ def learning_curves_figure(table: pd.DataFrame, records: list[RunRecord]):
             if ax.lines and row == 0 and len(variants) <= MAX_LABELLED:
                 ax.legend(fontsize=7, ncol=2 if len(variants) > 8 else 1)
     fig.suptitle("Mean over seeds; band: min to max", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
 def params_figure(table: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=100, layout="constrained")
     done = table[table.n_runs > 0]
     for family, rows in done.groupby("model"):
         ax.errorbar(
@@ -157,13 +157,12 @@ def params_figure(table: pd.DataFrame):
     ax.grid(alpha=0.3, which="both")
     if ax.lines:
         ax.legend()
-    fig.tight_layout()
     return fig
 
 
 def sensitivity_figure(tables: dict, labels: dict[str, str]):
     """tables: network -> sensitivity table; accuracy kept (relative to its untouched images), one line style each."""
-    fig, (ax_shift, ax_scale) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    fig, (ax_shift, ax_scale) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100, layout="constrained")
     styles = {kind: LINE_STYLES[i % len(LINE_STYLES)] for i, kind in enumerate(tables)}
     for kind, table in tables.items():
         kept = 100 * (1 - table.relative_drop)
@@ -190,5 +189,4 @@ def sensitivity_figure(tables: dict, labels: dict[str, str]):
         if ax.lines:
             ax.legend(fontsize=7)
     fig.suptitle("Problema 2: " + ", ".join(f"{styles[k]} {labels[k]}" for k in tables), fontsize=9)
-    fig.tight_layout()
     return fig

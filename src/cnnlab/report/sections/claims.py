@@ -14,7 +14,8 @@ import math
 import pandas as pd
 
 from cnnlab.report import claims, html, study_figures
-from cnnlab.report.registry import section
+from cnnlab.report.claim_figures import forest_figure
+from cnnlab.report.registry import figure, section
 from cnnlab.report.runs import FINISHED
 from cnnlab.report.sections import position_scale, tuning
 from cnnlab.study import plan
@@ -253,3 +254,10 @@ def render(ctx) -> list[str]:
             *([html.paragraph(regimes, "note")] if regimes else []),
         ]),
     ]
+
+
+@figure("claims_forest", "The claims at a glance", section="claims", lead=True, caption="""Every claim with an
+    interval: the effect (dot), its 95% interval alone (thin line) and its interval adjusted for the family
+    (thick line, coloured by the adjusted verdict); the grey band is the smallest effect of interest, +-delta.""")
+def draw_forest(ctx):
+    return forest_figure(claims_table(ctx).to_dict("records"))

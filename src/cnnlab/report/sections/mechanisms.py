@@ -53,7 +53,9 @@ def panels(ctx, optimizations: tuple[str, ...], draw_family, title: str):
     if not families:
         names = ", ".join(optimizations)
         raise Unavailable(f"no family has both a finished baseline and a variant that adds {names}")
-    fig, axes = plt.subplots(1, len(families), figsize=(5.4 * len(families), 3.8), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(families), figsize=(5.4 * len(families), 3.8), dpi=100, squeeze=False, layout="constrained"
+    )
     for ax, (family, variants) in zip(axes[0], families.items(), strict=True):
         draw_family(ax, family, variants)
         ax.set_title(f"{family.upper()}: {title}")
@@ -62,7 +64,6 @@ def panels(ctx, optimizations: tuple[str, ...], draw_family, title: str):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 

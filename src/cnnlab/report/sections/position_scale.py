@@ -107,26 +107,50 @@ def summary_sentences(ctx) -> list[str]:
 
 
 def black_border_sentences(ctx) -> list[str]:
-    """What a black zoom-out border does to each network, against a border without black: the global-average
-    head's result in words, from the numbers."""
-    out = []
+    """What a black zoom-out border does to each network against a border without black, and what is left of
+    a global-average head's sensitivity to scale once the border is not black: its result in words, from the
+    numbers."""
+    kept = {}
+    for variant, tables in _tables_by_variant(ctx).items():
+        mean = sensitivity.mean_table(tables)
+        out = mean[mean.amount < 1]
+        black = sensitivity.mean_relative_drop(out, "scale", ("zeros",))
+        other = sensitivity.mean_relative_drop(out, "scale", ("replicate", "circular"))
+        if not (math.isnan(black) or math.isnan(other)):
+            kept[variant] = (100 * (1 - black), 100 * (1 - other), 100 * (1 - sensitivity.mean_relative_drop(
+                mean, "scale")))
+    if not kept:
+        return []
+    said = ["Zoomed out, the share of accuracy above chance each network keeps with a black border and with a "
+            "replicated or wrapped one: " + "; ".join(f"{v} {b:.1f}% and {o:.1f}%" for v, (b, o, _) in kept.items())
+            + "."]
+    heads = [v for v in kept if "model.head=global_average" in (ctx.study.variants[v].overrides
+                                                                  if v in ctx.study.variants else ())]
+    dense = [v for v in kept if architecture(ctx, v) == "dense"]
+    cost = {v: o - b for v, (b, o, _) in kept.items()}  # points of the share that black takes away
+    for gap in heads:
+        others = [cost[v] for v in kept if v != gap]
+        if others:
+            lo, hi = min(others), max(others)
+            border = (f"the black border costs it {cost[gap]:.1f} points, the other networks {lo:.1f} to {hi:.1f}"
+                      + (": about alike" if lo - 10 <= cost[gap] <= hi + 10 else ""))
+        else:
+            border = f"the black border costs it {cost[gap]:.1f} points"
+        for mlp in dense:
+            g, m = kept[gap][2], kept[mlp][2]
+            relation = "less" if g < m else "more" if g > m else "as much"
+            said.append(
+                f"Without a black border {gap} keeps {relation} under zooms than {mlp} ({g:.1f}% against {m:.1f}%), "
+                f"and {border}. A global-average head forgets where a feature fired, not how large it is: its "
+                "convolutions and pooling learn features of a fixed size, which a zoom changes.")
+    return said
+
+
+def _tables_by_variant(ctx) -> dict[str, list]:
     by_variant: dict[str, list] = {}
     for (variant, _), table in evaluations(ctx).items():
         by_variant.setdefault(variant, []).append(table)
-    for variant, tables in by_variant.items():
-        mean = sensitivity.mean_table(tables)
-        black = sensitivity.mean_relative_drop(mean[mean.amount < 1], "scale", ("zeros",))
-        other = sensitivity.mean_relative_drop(mean[mean.amount < 1], "scale", ("replicate", "circular"))
-        if math.isnan(black) or math.isnan(other):
-            continue
-        head = ctx.study.variants[variant].overrides if variant in ctx.study.variants else ()
-        gap_head = any(o == "model.head=global_average" for o in head)
-        why = (" Its global-average head averages every position of the last feature map, the border's with the "
-               "object's, so a black border dilutes every feature it averages; a replicated or wrapped border "
-               "carries the image's own colours instead." if gap_head and black > other else "")
-        out.append(f"Zoomed out, {variant} keeps {100 * (1 - black):.1f}% of its accuracy above chance with a black "
-                   f"border and {100 * (1 - other):.1f}% with a replicated or wrapped one.{why}")
-    return out
+    return by_variant
 
 
 @section("position_scale", "Problema 2: sensitivity to position and scale", order=50)

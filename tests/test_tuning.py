@@ -191,6 +191,16 @@ def test_the_estimate_adds_epochs_over_measured_throughput_and_splits_the_jobs_o
     assert two["seconds"] == pytest.approx(one["seconds"] / 2, rel=0.5) and set(one["rates"]) == {"mlp"}
 
 
+def test_the_estimate_counts_the_reports_network_tests(conf):
+    # The report tests every seed of each network report.sensitivity lists on sensitivity_images images.
+    cpu = load_study("cpu", conf)
+    networks = sum(len(cpu.seeds_of(v)) for v in cpu.report["sensitivity"])
+    assert networks == 3 * len(cpu.seeds)
+    assert estimate.report_seconds(cpu) == pytest.approx(
+        estimate.REPORT_BASE_S + estimate.REPORT_S_PER_IMAGE * networks * cpu.report["sensitivity_images"])
+    assert estimate.report_seconds(load_study("smoke", conf)) == estimate.REPORT_BASE_S  # it lists none
+
+
 def test_the_work_that_orders_jobs_counts_each_layers_flops_and_ranks_the_cpu_studys_jobs(conf):
     mlp = compose_config(["model=mlp", "model.hidden=[64,32]"], conf_dir=conf)
     # Two FLOPs per multiply-accumulate of each linear layer: 3,072 -> 64 -> 32 -> 10.
@@ -222,3 +232,29 @@ def test_a_long_cpu_run_is_announced_with_the_smaller_studies(conf):
         f"cnnlab: {len(pending)} training jobs to run (lecture); estimated wall time on this machine")
     assert "more than 2 hours without a GPU" in said[1]
     assert "--config study=quick (about" in said[1] and "--config study=cpu (about" in said[1]
+
+
+@pytest.mark.parametrize("name", ["lecture", "cpu"])
+def test_the_plan_tunes_every_optimization_fairly_and_wide_enough(name):
+    # Every full-data variant tunes its own rate; every regularizer and augmentation its own strength
+    # in the limited regime; L1 and L2 grids span two orders of magnitude or more, dropout light to heavy.
+    study = load_study(name)
+    grids = study.tuning.grids
+    for v in study.variants.values():
+        grid = grids.get(v.name)
+        assert grid is not None or (v.baseline and v.regime == "limited"), v.name
+        if grid is None or grid.same_as:
+            continue
+        if v.regime == "full":
+            assert grid.key == "optimizer.lr" and list(grid.values) == sorted(grid.values), v.name  # the smallest first
+        else:
+            assert grid.key != "optimizer.lr" and list(grid.values) == sorted(grid.values, reverse=True), v.name
+        if v.optimization in ("l1", "l2"):
+            assert max(grid.values) / min(grid.values) >= 100, v.name
+        if v.optimization == "dropout":
+            assert min(grid.values) <= 0.1 and max(grid.values) >= 0.5, v.name
+    assert grids["cnn_gap"].same_as == "cnn_batchnorm"
+    # Each grid's choice is made where its claim is tested: the tuning study's point trains in that regime.
+    tuning = load_study(study.tuning_study)
+    for point in tuning.variants.values():
+        assert point.regime == study.variants[point.sweep_of].regime

@@ -1,9 +1,12 @@
 """How long a study's training jobs will take on this machine, from throughput measured on the spot.
 
 Before jobs start, the workflow times a few training steps of each distinct network the jobs
-train (random images, one thread per job as the jobs use, or the GPU), then adds up epochs x
-images per job and divides by the jobs that run at once. It is an estimate: validation, testing
-and start-up are counted with fixed allowances, and other load on the machine is not.
+train (random images, one thread per job as the jobs use, or the GPU; at least PROBE_ROUND_S
+each), then adds up epochs x images per job and divides by the jobs that run at once, and adds
+the report, whose network evaluations grow with the networks and images it tests. It is an
+estimate: validation, testing and start-up are counted with fixed allowances measured on whole
+studies (docs/benchmarks.md, the estimate against the wall time), and other load on the machine
+is not.
 
 On a CPU with native bf16 it first times each family's full-data baseline network at fp32 and under
 bf16 autocast, alternating, which decides the family's precision under `trainer.precision=auto`
@@ -32,7 +35,10 @@ from cnnlab.models import build_network, family_of
 from cnnlab.optim.optimizers import build_optimizer
 from cnnlab.study.precision import PrecisionChoice, choose
 
-JOB_OVERHEAD_S = 12.0  # start-up, test and artifacts per job (bench/job_overhead.py measures it)
+JOB_OVERHEAD_S = 3.5  # start-up, the test, artifacts and closing the run, per job (bench.study_cost)
+# The report: a fixed part, and its shift and zoom tests, per network and test image they run on.
+REPORT_BASE_S = 15.0
+REPORT_S_PER_IMAGE = 0.0045
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 LONG_ON_CPU_S = 2 * 3600  # beyond this, a CPU-only user is pointed at the smaller studies
 # Each round of the bf16 probe times at least this long per precision: a small network's few steps
@@ -178,7 +184,8 @@ def estimate(jobs: list[Job], slots: int, device: torch.device, n_train: int, n_
             bf16 = (auto[family].precision if setting == "auto" else setting) == "bf16-mixed"
             key = json.dumps([repr(job.cfg.model), repr(job.cfg.optimizer), job.cfg.trainer.batch_size, bf16])
             if key not in rates:
-                rates[key] = images_per_second(job.cfg, device, bf16=bf16)
+                with torch.random.fork_rng(devices=[]):
+                    rates[key] = TimedSteps(job.cfg, device).images_per_second(3, bf16, min_seconds=PROBE_ROUND_S)
                 by_family.setdefault(family, rates[key])
             seconds = job_seconds(job.cfg, rates[key], n_train, n_eval)
             total += seconds
@@ -187,6 +194,14 @@ def estimate(jobs: list[Job], slots: int, device: torch.device, n_train: int, n_
         torch.set_num_threads(threads)
     wall = max(total / max(1, min(slots, len(jobs))), longest) if jobs else 0.0
     return {"seconds": wall, "rates": by_family, "precision": auto, "settings": settings}
+
+
+def report_seconds(study) -> float:
+    """The report's time: a fixed part, plus its shift and zoom tests of every seed of the networks it
+    compares (report.sensitivity) on report.sensitivity_images test images each."""
+    names = [v for v in study.report.get("sensitivity", []) if v in study.variants]
+    networks = sum(len(study.seeds_of(v)) for v in names)
+    return REPORT_BASE_S + REPORT_S_PER_IMAGE * networks * int(study.report.get("sensitivity_images", 2000))
 
 
 def write_estimate(path, result: dict, pending: list, slots: int) -> None:
@@ -232,6 +247,9 @@ def announce(pending: list[tuple[str, str, int]], conf_dir, slots: int, gpus: in
     probes = [Job(s, v, compose(s, v)) for s in sorted({s for s, _, _ in pending})
               for v in full_data_baselines(load_study(s, conf_dir))]
     result = estimate(jobs, slots, device, n_train, n_eval, probes)
+    # Training jobs to run mean the report is built again: the last study's (the tuning study comes first).
+    reported = [s for s in dict.fromkeys(s for s, _, _ in pending) if not load_study(s, conf_dir).is_sweep]
+    result["seconds"] += sum(report_seconds(load_study(s, conf_dir)) for s in reported)
     where = f"{slots} at a time on {'GPU' if device.type == 'cuda' else 'CPU'}"
     rates = ", ".join(f"{f} {r:,.0f}" for f, r in result["rates"].items())
     studies = ", ".join(dict.fromkeys(s for s, _, _ in pending))

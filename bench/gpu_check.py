@@ -1,12 +1,13 @@
 """Every GPU figure of docs/benchmarks.md, on a GPU machine without network, in time-boxed sections.
 
-    python3 bench/gpu_check.py --dry --out DIR    # the whole GPU path on tiny data (call 1 of bench/README.md)
-    python3 bench/gpu_check.py --stash-only       # keep the data part this call carried (calls 2 and 3)
-    python3 bench/gpu_check.py --out DIR          # rebuild CIFAR-10 from its parts, the real check (call 4)
+    python3 bench/gpu_check.py --dry --out DIR    # after the first transfer: the whole GPU path on tiny data
+    python3 bench/gpu_check.py --stash-only       # after each middle transfer: keep its data part
+    python3 bench/gpu_check.py --out DIR          # after the last: rebuild CIFAR-10 from its parts, the real check
+    python3 bench/gpu_check.py --archive A --md5 M --out DIR   # a machine that has the archive: all in one go
 
-Built for the device tool's GPU machine (bench/README.md has the exact calls): what it carries is
-made beforehand by bench/gpu_kit.py in .gpukit/ (wheels; the archive in parts). Each call:
-1. moves the data parts it carried into the work folder (they stay while the machine is warm);
+The kit (bench/gpu_kit.py: the wheels the machine lacks, the archive in parts) is copied to the
+machine in transfers of limited size, the checkout with each (bench/README.md). After each:
+1. it moves the data parts that transfer brought into the work folder (--work, kept between steps);
 2. installs the wheels once, `python3 -m pip install --no-index --no-deps --target <work>/site`,
    and puts that folder, src/ and the checkout on PYTHONPATH (a machine that has Snakemake, Hydra
    and MLflow already needs no wheels);
@@ -21,12 +22,10 @@ made beforehand by bench/gpu_kit.py in .gpukit/ (wheels; the archive in parts). 
    - study, 120 [60]: the lecture study [smoke] at one seed through the real `snakemake`, at those
      jobs per GPU: wall time (or how far it got), test accuracy per variant, start-up and
      after-training seconds (bench.job_overhead).
-   Sizes: the boxes add up to 6 min 30 s [2 min 45 s]; with the install (about 30 s, call 1 only),
-   the imports that name the device and packing the logs, call 1 ends within its 240 s and call 4
-   within its 480 s. With the machine's start (1-2 min) and calls 2 and 3 (a transfer each), the
-   protocol takes about 12 minutes of the session's 15 at most (bench/README.md). The lecture study
-   at 30 epochs is not expected to finish in its box: its line says how many of its jobs did, which
-   sizes a longer run.
+   The boxes add up to 6 min 30 s [2 min 45 s]; with the install (about 30 s, once) and packing the
+   logs, the dry check ends within 240 s and the real one within 480 s (--box-factor scales every
+   box). The lecture study at 30 epochs is not expected to finish in its box: its line says how
+   many of its jobs did, which sizes a longer run.
 5. writes `gpu_check_results.txt` (`gpu_check_dry_results.txt`) under --out as it goes: device,
    torch and CUDA versions, each figure, each section's status; at the end the logs as
    `gpu_check_logs.tar.gz` (`gpu_check_dry_logs.tar.gz`). Exit status 0 when every section passed.
@@ -80,7 +79,7 @@ class Results:
 
 
 def stash_parts(kit: Path, parts: Path) -> None:
-    """Move the data parts this call carried out of the checkout, where later calls leave them alone."""
+    """Move the data parts this transfer brought out of the checkout, where later transfers leave them alone."""
     parts.mkdir(parents=True, exist_ok=True)
     for part in sorted((kit / "data").glob("*.part*of*")) if (kit / "data").is_dir() else ():
         if PART.match(part.name):
@@ -104,8 +103,8 @@ def parts_here(parts: Path) -> tuple[dict[int, Path], int, str, str]:
 def rebuild(parts: dict[int, Path], count: int, name: str, md5: str, dest_dir: Path) -> Path:
     missing = [k for k in range(1, count + 1) if k not in parts]
     if missing:
-        raise CheckError(f"data part {missing[0]} of {count} is not here: carry it (bench/README.md, call "
-                         f"{missing[0]}) within 30 s of the last call, or start again from call 1")
+        raise CheckError(f"data part {missing[0]} of {count} is not here: copy it over (bench/README.md, transfer "
+                         f"{missing[0]}), or start again from the first transfer if the work folder was lost")
     dest = dest_dir / name
     digest = hashlib.md5()
     with open(dest, "wb") as out:
@@ -141,7 +140,7 @@ def install_kit(kit: Path, site: Path, env: dict) -> str:
         return (f"kit: {len(files)} wheels installed in {time.monotonic() - start:.0f} s (built {built['built']} "
                 f"at commit {built['commit']} for Python {built['python']})")
     if marker.is_file():
-        return f"kit: installed by an earlier call in {site}"
+        return f"kit: installed by an earlier step in {site}"
     return "kit: none carried; using the packages this Python has"
 
 
@@ -338,9 +337,9 @@ def pack_logs(work: Path, dest: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry", action="store_true", help="tiny sizes: the whole path in about a minute")
-    p.add_argument("--stash-only", action="store_true", help="only keep the data part this call carried")
+    p.add_argument("--stash-only", action="store_true", help="only keep the data part this transfer brought")
     p.add_argument("--kit", type=Path, default=REPO / ".gpukit", help="what bench/gpu_kit.py made (default .gpukit)")
-    p.add_argument("--work", type=Path, default=Path("/tmp/cnnlab-gpu-check"), help="kept between calls")
+    p.add_argument("--work", type=Path, default=Path("/tmp/cnnlab-gpu-check"), help="kept between steps")
     p.add_argument("--out", type=Path, default=None, help="where the results and logs go (default <work>/out)")
     p.add_argument("--archive", type=Path, default=None, help="a CIFAR-10 binary archive to use instead of parts")
     p.add_argument("--md5", default=MIRROR_MD5, help="the MD5 of --archive")
@@ -361,10 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             installed = (site / ".cnnlab-kit.json").is_file()
             print(f"gpu_check: data parts here: {sorted(parts) or 'none'} of {count}; kit installed: {installed}")
             if not installed:
-                raise CheckError("the kit that call 1 installs is not here: this is a fresh machine (more than 30 s "
-                                 "passed since the last call); start again from call 1")
+                raise CheckError("the kit that the first step installs is not here (a fresh machine, or the work "
+                                 "folder was cleared); start again from the first transfer")
             return 0
-        bin_dir = args.work / "bin"  # the workflow's shell commands call `python`; the device documents python3
+        bin_dir = args.work / "bin"  # the workflow's shell commands call `python`; the machine may have only python3
         bin_dir.mkdir(parents=True, exist_ok=True)
         if not (bin_dir / "python").exists():
             (bin_dir / "python").symlink_to(sys.executable)
@@ -389,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         elif parts and len(parts) == count or not args.dry:
             archive = rebuild(parts, count, name, md5, args.work) if count else None
             if archive is None:
-                raise CheckError("no data parts are here: carry them as bench/README.md's calls say")
+                raise CheckError("no data parts are here: copy them over as bench/README.md's transfers say")
             results.say(f"data: {archive.name} rebuilt from {count} parts, MD5 {md5} checked")
         else:
             sys.path.insert(0, str(REPO))

@@ -1,10 +1,12 @@
-"""Build what a GPU session carries (the wheel kit, CIFAR-10 in parts) and print each call's carry.
+"""An offline kit for a GPU machine without network access: the wheels it lacks and CIFAR-10 in parts.
 
     python3 bench/gpu_kit.py                          # .gpukit/wheels (Python 3.12) and .gpukit/data
-    python3 bench/gpu_kit.py --plan-bytes 173802735   # the calls for an archive of that size, no data
+    python3 bench/gpu_kit.py --limit-mib 100          # parts sized for transfers of at most 100 MiB
+    python3 bench/gpu_kit.py --plan-bytes 173802735   # the transfers for an archive of that size, no data
     python3 bench/gpu_kit.py --python-version 3.11 --kit DIR --archive tiny.tar.gz   # the CPU rehearsal
 
-Run where pip reaches PyPI. The GPU machine has no network and 64 MiB per call (bench/README.md):
+Run where pip reaches PyPI; copy the kit to the GPU machine in transfers of at most --limit-mib
+each, the checkout with each (bench/README.md):
 
 - wheels: what cnnlab needs (pyproject.toml's dependencies) that the machine lacks
   (bench/device_packages.txt), with their own needs, for CPython on manylinux x86_64, resolved by
@@ -13,10 +15,12 @@ Run where pip reaches PyPI. The GPU machine has no network and 64 MiB per call (
   files the full mlflow wheel already holds. `connection_pool` and `antlr4-python3-runtime` have no
   wheels on PyPI: they are built here (pure Python). `kit.json` beside the wheels lists all of it.
 - data: the archive, checked against its MD5, cut into byte parts named
-  `<archive>.<md5>.part<k>of<n>`, sized so that each call carries at most BUDGET_MIB with the
-  working tree; call 1 also carries the wheels. The device rebuilds and checks it (bench/gpu_check.py).
+  `<archive>.<md5>.part<k>of<n>`, sized so that each transfer holds at most BUDGET_MIB with the
+  working tree; the first also holds the wheels. The GPU machine rebuilds and checks it
+  (bench/gpu_check.py).
 
-Prints each call's size and its `run` arguments; fails if any call would carry more than LIMIT_MIB.
+Prints each transfer's size, what it holds and the command to run after it; fails if a transfer
+would hold more than --limit-mib.
 """
 
 from __future__ import annotations
@@ -43,11 +47,11 @@ DEVICE_PACKAGES = Path(__file__).with_name("device_packages.txt")
 MIRROR = REPO.parent / "shared" / "data" / "cifar10" / "cifar-10-binary.tar.gz"
 MIRROR_MD5 = "e7e97d82bba59a97f7458a4485924275"
 MIB = 2**20
-LIMIT_MIB = 60  # the device takes 64 MiB a call; the rest is room for the tree to grow between runs
+LIMIT_MIB = 60  # the default most one transfer may hold (the working tree, wheels and one part together)
 BUDGET_MIB = 58  # what the parts are sized to fill
 PART_MIB = 55
-DEVICE_PYTHON = "3.12"  # python3 there is 3.12.3 (KINDS.md)
-# pip matches manylinux tags exactly; the device (glibc of Ubuntu 24.04's Python 3.12.3) runs all of these.
+DEVICE_PYTHON = "3.12"  # the GPU machine's python3 the kit is built for by default (--python-version)
+# pip matches manylinux tags exactly; a machine with Ubuntu 24.04's glibc and Python 3.12 runs all of these.
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux_2_12_x86_64", "manylinux2010_x86_64", "manylinux_2_5_x86_64",
              "manylinux1_x86_64"]
@@ -249,7 +253,7 @@ def split_archive(archive: Path, md5: str, sizes: list[int], dest: Path) -> list
 
 
 def calls(tree: int, wheels_bytes: int, sizes: list[int], archive_name: str, md5: str, kit: Path = KIT) -> list[dict]:
-    """The device `run` calls, in order, with what each carries (paths relative to the checkout)."""
+    """The transfers, in order: what each holds (paths relative to the checkout) and the command to run after it."""
     kit_path = os.path.relpath(kit, REPO)
     count = sum(1 for s in sizes if s)
     names = iter(f"{kit_path}/data/{archive_name}.{md5}{PART_MARK}{k}of{count}" for k in range(1, count + 1))
@@ -278,26 +282,26 @@ def print_calls(plan: list[dict], limit_mib: float) -> None:
             parts.append(f"wheels {call['wheels'] / MIB:.1f}")
         if call["data"]:
             parts.append(f"data part {call['data'] / MIB:.1f}")
-        print(f"gpu_kit: call {i}: {call['bytes'] / MIB:.1f} MiB = {' + '.join(parts)} (limit {limit_mib:g} MiB)")
-        print(f"    run(command={json.dumps(call['command'])}, carry={json.dumps(call['carry'])}, "
-              f"timeout_s={call['timeout_s']})")
+        print(f"gpu_kit: transfer {i}: {call['bytes'] / MIB:.1f} MiB = {' + '.join(parts)} (limit {limit_mib:g} MiB)")
+        print(f"    copy: the checkout and {' '.join(call['carry'])}")
+        print(f"    then: {call['command']}   (at most {call['timeout_s']} s)")
     too_big = [i for i, c in enumerate(plan, 1) if c["bytes"] > limit_mib * MIB]
     if too_big:
-        raise KitError(f"call {too_big[0]} would carry more than {limit_mib:g} MiB; make the kit or the "
-                       "working tree smaller (git status shows what travels)")
+        raise KitError(f"transfer {too_big[0]} would hold more than {limit_mib:g} MiB; pass a larger --limit-mib, "
+                       "or make the kit or the working tree smaller (git status shows what travels)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kit", type=Path, default=KIT, help="where wheels/ and data/ go (default .gpukit)")
-    p.add_argument("--python-version", default=DEVICE_PYTHON, help="the wheels' Python (the device's: 3.12)")
+    p.add_argument("--python-version", default=DEVICE_PYTHON, help="the GPU machine's Python (default 3.12)")
     p.add_argument("--reuse-wheels", action="store_true", help="keep the wheels already in the kit")
     p.add_argument("--archive", type=Path, default=MIRROR, help="the CIFAR-10 binary archive to carry")
     p.add_argument("--md5", default=None, help="its MD5 (default: the local mirror's, for the mirror)")
     p.add_argument("--plan-bytes", type=int, default=None,
                    help="print the calls for an archive of this many bytes; split none (no archive here)")
     p.add_argument("--part-mib", type=float, default=PART_MIB, help="most MiB in one part")
-    p.add_argument("--limit-mib", type=float, default=LIMIT_MIB, help="most MiB one call may carry")
+    p.add_argument("--limit-mib", type=float, default=LIMIT_MIB, help="most MiB one transfer may hold")
     args = p.parse_args(argv)
     try:
         wheels = args.kit / "wheels"

@@ -1,8 +1,8 @@
 """The README's results: recorded once from a finished study, rendered into README.md from that record.
 
     python -m bench.results_table record --workdir DIR --study cpu --wall-seconds S --command "snakemake ..."
-    python -m bench.results_table render            # rewrite README.md's results block from docs/results/
-    python -m bench.results_table check             # exit 1 when README.md and the record disagree
+    python -m bench.results_table render            # rewrite README.md's results block and pictures from docs/results/
+    python -m bench.results_table check             # exit 1 when README.md or a picture and the record disagree
     python -m bench.results_table seeds             # each claim's spread, and the half-width 3-5 seeds give
 
 `record` reads the study's report tables (results/<study>/report/summary.csv and claims.csv), its
@@ -10,14 +10,18 @@ tuning study's choices (results/<tuning study>/chosen.json) and the plan fixed w
 started (results/<study>/plan.json), and writes docs/results/<study>.json with the machine,
 commit, date, command and wall time. It refuses a study whose study files changed after its runs
 started: its verdicts would not follow a plan fixed before them. The README
-block between the results markers is generated from that file alone; tests/test_docs.py fails when
-they disagree. "Best" is chosen on validation accuracy everywhere, as the report chooses it.
+block between the results markers, and the pictures at the README's top (docs/results/claims.png,
+a forest plot of every claim, and docs/results/variants.png, each variant's test accuracy), are
+generated from that file alone; each picture carries the record's hash in its PNG metadata, and
+tests/test_docs.py fails when a picture or the block is not the record's. "Best" is chosen on
+validation accuracy everywhere, as the report chooses it.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import math
 import subprocess
@@ -189,6 +193,43 @@ def seed_table(data: dict, confidence: float = 0.955, seeds=(3, 4, 5)) -> list[s
     return lines
 
 
+PICTURES = {"claims": "claims.png", "variants": "variants.png"}  # in docs/results/
+
+
+def record_digest(path: Path) -> str:
+    """The record's SHA-256 (first 16 hex digits): what each picture drawn from it carries."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def picture_digest(png: Path) -> str | None:
+    """The record digest a picture was drawn from (its PNG 'Source' text), None if it has none."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        source = im.info.get("Source", "")
+    return source.rsplit("sha256:", 1)[-1] if "sha256:" in source else None
+
+
+def draw_pictures(record_file: Path, out_dir: Path = RESULTS) -> dict[str, Path]:
+    """The README's pictures of a record, each stamped with the record's digest."""
+    from cnnlab.figures import plt
+    from cnnlab.report.claim_figures import forest_figure, variants_figure
+
+    data = json.loads(record_file.read_text())
+    digest = record_digest(record_file)
+    figures = {
+        "claims": forest_figure(data["claims"], f"The {data['study']} study's claims: effect, interval and verdict"),
+        "variants": variants_figure(data["variants"]),
+    }
+    written = {}
+    for key, fig in figures.items():
+        path = out_dir / PICTURES[key]
+        fig.savefig(path, format="png", metadata={"Source": f"docs/results/{record_file.name} sha256:{digest}"})
+        plt.close(fig)
+        written[key] = path
+    return written
+
+
 def rendered_readme(readme: str, results: Path = RESULTS) -> str:
     """README text with its results block generated from the recorded study (cpu.json)."""
     if BEGIN not in readme or END not in readme:
@@ -224,10 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     new = rendered_readme(text)
     if args.what == "render":
         README.write_text(new)
+        draw_pictures(RESULTS / "cpu.json")
         return 0
-    if new != text:
-        print("README.md's results block differs from docs/results/cpu.json: run `python -m bench.results_table "
-              "render`.", file=sys.stderr)
+    digest = record_digest(RESULTS / "cpu.json")
+    stale = [name for name in PICTURES.values() if picture_digest(RESULTS / name) != digest]
+    if new != text or stale:
+        print(f"README.md's results block{' and the pictures ' + ', '.join(stale) if stale else ''} differ from "
+              "docs/results/cpu.json: run `python -m bench.results_table render`.", file=sys.stderr)
         return 1
     return 0
 

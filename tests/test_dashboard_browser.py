@@ -28,9 +28,12 @@ LOAD_TIMEOUT_S = 90  # first render of the single-page app is slow on 2 cores
 # - Chromium asks for /favicon.ico on its own.
 # - The UI probes the auth app's "current user" endpoint to learn whether login
 #   is enabled; a server without `--app-name basic-auth` answers 404 by design.
+# - The UI asks MLflow's AI assistant for its settings; on a host where no assistant provider can
+#   be probed the server may answer 500. The assistant is no part of the runs the dashboard lists.
 HARMLESS_CONSOLE_ERRORS = (
     "favicon.ico",
     "/ajax-api/2.0/mlflow/users/current - Failed to load resource: the server responded with a status of 404",
+    "/ajax-api/3.0/mlflow/assistant/",
 )
 
 
@@ -108,9 +111,15 @@ def test_dashboard_lists_every_run(tmp_path, chromium, mlflow_server_factory):
 # the browser (default GenAI) and does not read the experiment's kind tag for it (mlflow #24498);
 # this query parameter selects the model-training view.
 TRAINING_VIEW = "workflowType=machine_learning"
-# A finished workflow folder and its study, "FOLDER:STUDY", to open instead of a fresh smoke study:
-# docs/dashboard.png is this test's screenshot of a finished quick study.
+# A finished workflow folder and its study, "FOLDER:STUDY", to open instead of a fresh smoke study,
+# and a path to save the screenshot to: docs/dashboard.png is this test's screenshot of a finished
+# quick study, made with
+#   CNNLAB_DASHBOARD_STUDY=<folder>:quick CNNLAB_DASHBOARD_PNG=docs/dashboard.png \
+#   pytest -o addopts= -m browser tests/test_dashboard_browser.py
+# The image carries the variants it shows (its PNG "Variants" text), which tests/test_docs.py
+# holds against the quick study's variant list.
 STUDY_ENV = "CNNLAB_DASHBOARD_STUDY"
+PNG_ENV = "CNNLAB_DASHBOARD_PNG"
 SMOKE_TIMEOUT_S = 900
 
 
@@ -216,3 +225,19 @@ def test_a_finished_study_opens_as_training_runs_with_accuracy_data_set_and_mode
         pytest.fail(f"runs table incomplete: wanted test/acc {wanted}, got {got}")
     chromium.save_screenshot(str(ARTIFACTS_DIR / "dashboard-study.png"))
     assert _console_errors(chromium) == []
+    if os.environ.get(PNG_ENV):
+        save_with_variants(ARTIFACTS_DIR / "dashboard-study.png", Path(os.environ[PNG_ENV]),
+                           sorted({r.data.tags["variant"] for r in runs.values()}))
+
+
+def save_with_variants(screenshot: Path, dest: Path, variants: list[str]) -> None:
+    """The screenshot, scaled to 1,200 pixels wide and stamped with the variants it shows."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Variants", ",".join(variants))
+    with Image.open(screenshot) as im:
+        im = im.convert("RGB")
+        im = im.resize((1200, round(im.height * 1200 / im.width)), Image.LANCZOS)
+        im.save(dest, pnginfo=info, optimize=True)

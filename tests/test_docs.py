@@ -15,15 +15,16 @@ import pytest
 import yaml
 from omegaconf import DictConfig
 
-from bench.results_table import BEGIN, END, RESULTS, block, rendered_readme
+from bench.results_table import BEGIN, END, PICTURES, RESULTS, block, picture_digest, record_digest, rendered_readme
+from cnnlab.report import claims as claim_rules
 from cnnlab.report import registry
 from cnnlab.study.studies import compose_config, load_study
 from tests.helpers import REPO, SNAKEMAKE, copy_workflow, run
 
 README = REPO / "README.md"
-# docs/history.md is a dated record of past commits (their variant counts and setting names), not a
-# description of this checkout, so it is not held to it.
-DOCS = [README, *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "history.md")]
+# User docs: the README and docs/*.md. docs/dev/ holds the developers' notebooks (notes.md, the figures
+# behind the code's choices; history.md, a dated record of past commits), not held to this checkout.
+DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
 CONF = REPO / "conf"
 STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml"))
 
@@ -42,6 +43,40 @@ def test_the_readme_results_block_is_the_rendering_of_the_recorded_cpu_study():
     )
 
 
+def test_the_readmes_pictures_are_drawn_from_the_record_as_it_is_now():
+    # Each picture carries the digest of the record it was drawn from: a new record with old pictures fails.
+    digest = record_digest(RESULTS / "cpu.json")
+    for name in PICTURES.values():
+        png = RESULTS / name
+        assert picture_digest(png) == digest, f"{name} is stale: run `python -m bench.results_table render`"
+        assert png.stat().st_size <= 200_000, f"{name} is {png.stat().st_size:,} bytes"
+        assert f"](docs/results/{name})" in text(README)
+
+
+def test_no_recorded_verdict_is_stronger_after_adjustment_than_alone():
+    record = json.loads((RESULTS / "cpu.json").read_text())
+    for c in record["claims"]:
+        for adjusted in (c["verdict"], c.get("holm_verdict") or c["verdict"]):
+            assert claim_rules.weaker_or_equal(adjusted, c["unadjusted_verdict"]), (c["claim"], c["model"])
+
+
+def test_the_record_follows_the_plan_the_study_file_holds_now():
+    # A record made before a change of the plan would show verdicts the study no longer computes.
+    from cnnlab.study.plan import plan, plan_hash
+
+    record = json.loads((RESULTS / "cpu.json").read_text())
+    assert record["plan_hash"] == plan_hash(plan(load_study("cpu")))
+
+
+def test_the_dashboard_screenshot_shows_the_quick_studys_variants_as_they_are_now():
+    # docs/dashboard.png records the variants it shows (tests/test_dashboard_browser.py makes it).
+    from PIL import Image
+
+    with Image.open(REPO / "docs" / "dashboard.png") as im:
+        shown = set(im.info.get("Variants", "").split(","))
+    assert shown == set(load_study("quick").variants), "docs/dashboard.png is stale: make it again (docs/dashboard.md)"
+
+
 def test_a_changed_number_in_the_results_block_is_caught():
     readme = text(README)
     block = readme.split(BEGIN, 1)[1].split(END, 1)[0]
@@ -51,8 +86,6 @@ def test_a_changed_number_in_the_results_block_is_caught():
 
 
 def test_the_recorded_study_was_adjusted_and_scored_as_its_study_file_says_now():
-    # A record made before a change of report.adjustment or of the smallest effect would show verdicts
-    # the study no longer computes: record the study again after such a change.
     record = json.loads((RESULTS / "cpu.json").read_text())
     report = load_study("cpu").report
     assert {c["adjustment"] for c in record["claims"] if c["n_seeds"] >= 2} == {report["adjustment"]}
@@ -66,6 +99,51 @@ def test_the_results_block_names_the_adjustment_and_delta_of_its_claims():
                       "wall_seconds": 60, "variants": [], "claims": claims})
     assert ("Verdicts adjusted over the family of 2 claims by Benjamini-Hochberg (false-discovery rate 5%); "
             "smallest effect of interest 1 point.") in rendered
+
+
+# -- the README's shape, its links and its words ----------------------------------------------------
+
+
+def test_the_readme_is_read_in_five_minutes():
+    assert len(text(README).splitlines()) <= 300
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("doc", [*DOCS, REPO / "bench" / "README.md"], ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_link_resolves(doc):
+    for target in LINK.findall(text(doc)):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        assert (doc.parent / target).exists(), f"{doc.name} links to {target}, which is not there"
+
+
+# What a user has: the project's pages speak of cnnlab and of machines a user could own, never of
+# the machines and procedures its maintainers were lent.
+NOT_A_USERS_WORDS = ("lent", "device tool", "per call", "give_back", "budget_left", "device time",
+                     "the session's", "warm between calls", "carry=")
+
+
+@pytest.mark.parametrize("doc", [*DOCS, *sorted((REPO / "bench").glob("*.md")), *sorted((REPO / "bench").glob("*.py"))],
+                         ids=lambda p: p.relative_to(REPO).as_posix())
+def test_the_project_speaks_of_what_a_user_has(doc):
+    words = text(doc).lower()
+    found = [w for w in NOT_A_USERS_WORDS if re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", words)]
+    assert not found, f"{doc.relative_to(REPO)} names {found}"
+
+
+def test_every_benchmarks_table_is_well_formed():
+    # Each row has as many cells as its header (a cell's own "|" is written "\|").
+    table = []
+    for line in [*text(REPO / "docs" / "benchmarks.md").splitlines(), ""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            cells = [len(re.split(r"(?<!\\)\|", row.strip().strip("|"))) for row in table]
+            assert len(set(cells)) == 1, f"a table of benchmarks.md has rows of {sorted(set(cells))} cells: {table[0]}"
+            table = []
 
 
 # -- config keys named in the docs ----------------------------------------------------------------

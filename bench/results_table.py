@@ -212,7 +212,7 @@ def picture_digest(png: Path) -> str | None:
 
 def draw_pictures(record_file: Path, out_dir: Path = RESULTS) -> dict[str, Path]:
     """The README's pictures of a record, each stamped with the record's digest."""
-    from cnnlab.figures import plt
+    from cnnlab.figures import overflow_pixels, plt
     from cnnlab.report.claim_figures import forest_figure, variants_figure
 
     data = json.loads(record_file.read_text())
@@ -223,6 +223,9 @@ def draw_pictures(record_file: Path, out_dir: Path = RESULTS) -> dict[str, Path]
     }
     written = {}
     for key, fig in figures.items():
+        if (reach := overflow_pixels(fig)) > 1:
+            raise SystemExit(f"the {key} picture's text reaches {reach:.0f} px past its canvas: shorten its "
+                             "labels in cnnlab/report/claim_figures.py, then render again")
         path = out_dir / PICTURES[key]
         fig.savefig(path, format="png", metadata={"Source": f"docs/results/{record_file.name} sha256:{digest}"})
         plt.close(fig)

@@ -108,6 +108,21 @@ def test_the_readme_is_read_in_five_minutes():
     assert len(text(README).splitlines()) <= 300
 
 
+def expect_box_figures(readme: str) -> list[str]:
+    """The times and sizes of the README's "what to expect" box (its table's rows)."""
+    rows = [line for line in readme.splitlines() if line.startswith("> | `")]
+    return re.findall(r"\d+ min \d+ s|\d+(?:\.\d+)? [MG]B", "\n".join(rows))
+
+
+def test_what_to_expect_quotes_the_benchmarks_current_rows():
+    # The box repeats measured figures; docs/benchmarks.md is their one source.
+    figures = expect_box_figures(text(README))
+    assert len(figures) >= 6, figures
+    benchmarks = text(REPO / "docs" / "benchmarks.md")
+    missing = [f for f in figures if f not in benchmarks]
+    assert not missing, f"the README's box quotes {missing}, which docs/benchmarks.md does not hold: update one of them"
+
+
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
@@ -201,9 +216,9 @@ def test_an_unknown_key_is_caught():
         == {"optimizer.lookahead_every", "trainer.precison"}
 
 
-def test_the_readme_names_real_settings():
-    # a sanity check on the extraction: the README does name these, and they exist
-    named = keys_named(text(README), top_level_groups())
+def test_the_docs_name_real_settings():
+    # a sanity check on the extraction: the user docs do name these, and they exist
+    named = set().union(*(keys_named(text(doc), top_level_groups()) for doc in DOCS))
     assert {"trainer.precision", "lookahead.every", "trainer.eval_batch_size", "tracking.retry_s"} <= named
 
 

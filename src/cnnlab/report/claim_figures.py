@@ -64,11 +64,13 @@ def forest_figure(rows: list[dict], title: str = "The lecture's claims: effect a
         ax.plot([_nan(r["ci_low"]), _nan(r["ci_high"])], [yi, yi], color="black", lw=0.8, zorder=3)
         ax.plot([_nan(r["effect_mean"])], [yi], "o", color="black", ms=4, zorder=4)
     ax.set_yticks(y, [claim_label(r) for r in rows], fontsize=8)
-    ax.set_xlabel("effect in percentage points (test accuracy; for sensitivity, accuracy kept above chance)")
+    ax.set_xlabel("effect, percentage points\n(test accuracy; for sensitivity: the accuracy kept above chance)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     seen = list(dict.fromkeys(r.get("verdict") for r in rows))
     handles = [plt.Line2D([], [], color=VERDICT_COLORS.get(v, "0.5"), lw=3, label=v) for v in seen]
+    if not math.isnan(delta):
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="0.92", label=f"±δ = {delta:g} point"))
     ax.legend(handles=handles, fontsize=7, loc="lower right", title="verdict (adjusted)", title_fontsize=7)
     return fig
 

@@ -81,7 +81,8 @@ def conv_activations(trained: TrainedNet, image_uint8: torch.Tensor, stats: dict
 def activations_figure(trained: TrainedNet, image_uint8: torch.Tensor, stats: dict, label: str, channels: int = 8):
     maps = conv_activations(trained, image_uint8, stats)
     fig, axes = plt.subplots(
-        len(maps), channels + 1, figsize=(1.25 * (channels + 1), 1.35 * len(maps) + 0.5), dpi=100, squeeze=False
+        len(maps), channels + 1, figsize=(1.25 * (channels + 1), 1.35 * len(maps) + 0.5), dpi=100, squeeze=False,
+        layout="constrained",
     )
     for ax in axes.flat:
         ax.axis("off")

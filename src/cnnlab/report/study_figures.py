@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -63,16 +64,21 @@ def ablation_table(study, table: pd.DataFrame, records: list[RunRecord]) -> pd.D
 
 def ablation_figure(ablation: pd.DataFrame, table: pd.DataFrame):
     families = list(dict.fromkeys(ablation.model)) or ["(none)"]
-    height = max(2.5, 0.35 * ablation.groupby("model").size().max() + 1.2) if len(ablation) else 2.5
+    height = max(2.5, 0.45 * ablation.groupby("model").size().max() + 1.2) if len(ablation) else 2.5
     fig, axes = plt.subplots(
-        1, len(families), figsize=(5.2 * len(families), height), dpi=100, squeeze=False, sharex=True
+        1, len(families), figsize=(5.2 * len(families), height), dpi=100, squeeze=False, sharex=True,
+        layout="constrained",
     )
     for ax, family in zip(axes[0], families, strict=False):
         rows = ablation[ablation.model == family]
         y = np.arange(len(rows))[::-1]
         colors = ["tab:red" if combined else family_color(table, family) for combined in rows.combined]
         ax.barh(y, 100 * rows.delta_mean.fillna(0), xerr=100 * rows.delta_std.fillna(0), color=colors, capsize=3)
-        ax.set_yticks(y, [f"{a}{'' if n else ' (no data)'}" for a, n in zip(rows.adds, rows.n_pairs, strict=False)])
+        # Wrapped: a row label as long as "batch normalization and a global-average head" would
+        # otherwise leave the bars no width.
+        labels = [textwrap.fill(f"{a}{'' if n else ' (no data)'}", 28) for a, n in zip(rows.adds, rows.n_pairs,
+                                                                                        strict=False)]
+        ax.set_yticks(y, labels, fontsize=8)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(f"{family.upper()}: change over its baseline")
         ax.set_xlabel("test accuracy change (percentage points)")

@@ -35,7 +35,10 @@ from cnnlab.models import build_network, family_of
 from cnnlab.optim.optimizers import build_optimizer
 from cnnlab.study.precision import PrecisionChoice, choose
 
-JOB_OVERHEAD_S = 3.5  # start-up, the test, artifacts and closing the run, per job (bench.study_cost)
+# Per job, beyond its images at the probed rate: start-up, the batches of validation and the train
+# probe beyond what EVAL_COST counts, the test, artifacts and closing the run. Fitted so that the
+# estimate matches the measured wall time of whole studies (docs/benchmarks.md, bench.study_cost).
+JOB_OVERHEAD_S = 10.5
 # The report: a fixed part, and its shift and zoom tests, per network and test image they run on.
 REPORT_BASE_S = 15.0
 REPORT_S_PER_IMAGE = 0.0045
@@ -279,3 +282,30 @@ def full_data_baselines(study) -> list[str]:
     from cnnlab.study.studies import FULL
 
     return [v.name for v in study.variants.values() if v.baseline and study.regime_of(v.name).name == FULL]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cnnlab.study.estimate --study cpu`: the estimate a fresh folder's workflow would
+    print for the whole study, its tuning study included, without running anything."""
+    import argparse
+    import os
+
+    from cnnlab.study.studies import load_study
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--conf-dir", default="conf", help="the checkout's conf/ folder")
+    ap.add_argument("--slots", type=int, default=os.cpu_count(), help="jobs at once (snakemake --cores)")
+    ap.add_argument("--train-images", type=int, default=45000, help="workflow/config.yaml: train_records - val_size")
+    ap.add_argument("--val-images", type=int, default=5000, help="workflow/config.yaml: val_size")
+    args = ap.parse_args(argv)
+    study = load_study(args.study, args.conf_dir)
+    names = [*([study.tuning_study] if study.tuning_study else []), args.study]
+    pending = [(name, variant, seed) for name in names for variant, seed in load_study(name, args.conf_dir).jobs()]
+    gpus = torch.cuda.device_count()
+    announce(pending, args.conf_dir, gpus or args.slots, gpus, args.train_images, args.val_images)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,6 +33,7 @@ def test_without_a_gpu_the_default_is_the_cpu_study_and_it_says_why(workdir, mon
     assert studies_planned(proc) == {"cpu", "cpu_tuning"}
 
 
+@pytest.mark.slow  # a snakemake dry run each
 def test_with_a_gpu_the_default_is_the_lecture_study(workdir, monkeypatch):
     monkeypatch.delenv("CNNLAB_AUTO_STUDY", raising=False)
     proc = dry_run(workdir, "--cores", "1", gpus="0")  # a stand-in GPU id: the plan only, nothing runs
@@ -41,6 +42,7 @@ def test_with_a_gpu_the_default_is_the_lecture_study(workdir, monkeypatch):
     assert studies_planned(proc) == {"lecture", "lecture_tuning"}
 
 
+@pytest.mark.slow  # a snakemake dry run each
 def test_the_slurm_profile_runs_the_lecture_study_from_a_submit_host_without_a_gpu(workdir, monkeypatch):
     monkeypatch.delenv("CNNLAB_AUTO_STUDY", raising=False)
     proc = dry_run(workdir, "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"))
@@ -49,6 +51,7 @@ def test_the_slurm_profile_runs_the_lecture_study_from_a_submit_host_without_a_g
     assert "study=auto" not in proc.stderr  # the profile names the study
 
 
+@pytest.mark.slow  # a snakemake dry run each
 def test_an_explicit_study_wins(workdir, monkeypatch):
     monkeypatch.delenv("CNNLAB_AUTO_STUDY", raising=False)
     proc = dry_run(workdir, "--cores", "1", "--config", "study=smoke")
@@ -56,6 +59,7 @@ def test_an_explicit_study_wins(workdir, monkeypatch):
     assert studies_planned(proc) == {"smoke"} and "study=auto" not in proc.stderr
 
 
+@pytest.mark.slow  # a snakemake dry run each
 @pytest.mark.parametrize("spelling, warm", [("false", False), ("False", False), ("0", False), ("no", False),
                                             ("true", True), ("True", True), ("1", True)])
 def test_warm_start_takes_the_spellings_a_user_types(workdir, monkeypatch, spelling, warm):
@@ -65,6 +69,7 @@ def test_warm_start_takes_the_spellings_a_user_types(workdir, monkeypatch, spell
     assert ("training jobs start cold (warm_start is off)" in proc.stderr) == (not warm)
 
 
+@pytest.mark.slow  # a snakemake dry run each
 def test_cnnlab_warm_start_0_in_the_environment_turns_warm_starts_off(workdir, monkeypatch):
     monkeypatch.setenv("CNNLAB_WARM_START", "0")
     proc = dry_run(workdir, "--cores", "1", "--config", "study=smoke")
@@ -72,6 +77,7 @@ def test_cnnlab_warm_start_0_in_the_environment_turns_warm_starts_off(workdir, m
     assert "training jobs start cold (warm_start is off)" in proc.stderr
 
 
+@pytest.mark.slow  # a snakemake dry run each
 def test_a_yes_no_setting_with_another_word_is_one_sentence(workdir):
     proc = dry_run(workdir, "--cores", "1", "--config", "study=smoke", "warm_start=maybe")
     assert proc.returncode != 0

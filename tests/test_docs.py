@@ -386,6 +386,7 @@ def workdir(tmp_path_factory):
     return copy_workflow(tmp_path_factory.mktemp("docs-wf"))
 
 
+@pytest.mark.slow  # a snakemake dry run each
 @pytest.mark.parametrize("command", README_COMMANDS)
 def test_each_readme_snakemake_line_plans_as_written(workdir, command, monkeypatch):
     monkeypatch.delenv("CNNLAB_AUTO_STUDY", raising=False)
@@ -393,6 +394,7 @@ def test_each_readme_snakemake_line_plans_as_written(workdir, command, monkeypat
     assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
 
 
+@pytest.mark.slow  # a snakemake dry run each
 def test_a_readme_line_that_does_not_plan_fails(workdir):
     proc = run(runnable("snakemake --cores 1 --config study=no_such_study", workdir), cwd=workdir,
                env={"CUDA_VISIBLE_DEVICES": ""}, timeout=300)

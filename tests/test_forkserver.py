@@ -79,6 +79,7 @@ def _wait_gone(pid: int, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # trains the same job warm and cold
 def test_a_warm_job_gives_the_cold_jobs_results_to_the_last_digit(project):
     root, env = project
     cold = run([PYTHON, "-m", "cnnlab.training.train", *JOB, "data.arrays=data/cifar10.npz", "trainer.max_epochs=3",

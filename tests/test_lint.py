@@ -20,6 +20,7 @@ def test_python_and_snakemake_code_is_clean_and_formatted(command):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
 
+@pytest.mark.slow  # snakemake --lint; CI also lints before the tests
 def test_snakemake_lint_has_no_finding(tmp_path):
     # Snakemake keeps its state in .snakemake/ of the folder it runs in: lint a copy.
     workdir = copy_workflow(tmp_path / "wf")
@@ -28,6 +29,7 @@ def test_snakemake_lint_has_no_finding(tmp_path):
     assert "snakemake --lint: no findings" in proc.stdout
 
 
+@pytest.mark.slow  # snakemake --lint; CI also lints before the tests
 def test_snakemake_lint_fails_on_any_finding(tmp_path):
     (tmp_path / "Snakefile").write_text(
         'DIR = "results"\n\n\nrule copy_summary:\n    input:\n        DIR + "/summary.csv",\n    output:\n'

@@ -61,6 +61,7 @@ def test_every_variant_and_seed_of_the_limited_regime_trains_on_the_same_images(
     assert not torch.equal(y_other, y0)
 
 
+@pytest.mark.slow  # composes every variant of every study
 def test_regimes_set_seeds_budgets_and_baselines_and_budget_studies_only_change_budgets(conf):
     cpu, quick = load_study("cpu", conf), load_study("quick", conf)
     assert list(cpu.variants) == list(load_study("lecture", conf).variants)

@@ -97,10 +97,11 @@ class TimedSteps:
             torch.cuda.synchronize(self.device)
 
 
-def images_per_second(cfg, device: torch.device, steps: int = 3, bf16: bool = False) -> float:
+def images_per_second(cfg, device: torch.device, bf16: bool = False, steps: int = 3,
+                      min_seconds: float = PROBE_ROUND_S) -> float:
     """Training images/s of cfg's network and optimizer at its batch size, after one warm-up step."""
     with torch.random.fork_rng(devices=[]):  # the caller's random numbers are as they were
-        return TimedSteps(cfg, device).images_per_second(steps, bf16)
+        return TimedSteps(cfg, device).images_per_second(steps, bf16, min_seconds=min_seconds)
 
 
 def bf16_speedup(cfg, device: torch.device, rounds: int = 3, steps: int = 2,
@@ -187,8 +188,7 @@ def estimate(jobs: list[Job], slots: int, device: torch.device, n_train: int, n_
             bf16 = (auto[family].precision if setting == "auto" else setting) == "bf16-mixed"
             key = json.dumps([repr(job.cfg.model), repr(job.cfg.optimizer), job.cfg.trainer.batch_size, bf16])
             if key not in rates:
-                with torch.random.fork_rng(devices=[]):
-                    rates[key] = TimedSteps(job.cfg, device).images_per_second(3, bf16, min_seconds=PROBE_ROUND_S)
+                rates[key] = images_per_second(job.cfg, device, bf16=bf16)
                 by_family.setdefault(family, rates[key])
             seconds = job_seconds(job.cfg, rates[key], n_train, n_eval)
             total += seconds

@@ -216,3 +216,77 @@ def test_without_the_credentials_the_gate_refuses_the_run(tmp_path, arrays, gate
                          f"run.dir={tmp_path / 'run'}"), cwd=tmp_path, timeout=180)  # fmt: skip
     assert proc.returncode != 0
     assert auth.seen and auth.expected not in auth.seen
+
+
+DATA_TOKEN = "sig-T0k3n-value"  # a pre-signed URL's signature
+
+
+class _GatedArchive(http.server.SimpleHTTPRequestHandler):
+    """Serves the tiny archive only to a request with the data's user and password and its token."""
+
+    expected = ""
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization", "") != self.expected or f"token={DATA_TOKEN}" not in self.path:
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.path = self.path.split("?", 1)[0]
+        super().do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_a_workflow_given_secrets_in_both_urls_keeps_them_out_of_every_record_and_command_line(
+    tmp_path, gated_server
+):
+    import functools
+    import subprocess
+    import time
+
+    from tests.helpers import SNAKEMAKE, copy_workflow
+    from tests.tiny_cifar import write_tiny_archive
+
+    gate, upstream, auth = gated_server
+    served = tmp_path / "served"
+    served.mkdir()
+    md5 = write_tiny_archive(served / "tiny.tar.gz", 100)
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    handler = type("Handler", (_GatedArchive,), {"expected": f"Basic {token}"})
+    data_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
+    threading.Thread(target=data_server.serve_forever, daemon=True).start()
+    wd = copy_workflow(tmp_path / "wd")
+    data_url = f"http://{USER}:{PASSWORD}@127.0.0.1:{data_server.server_address[1]}/tiny.tar.gz?token={DATA_TOKEN}"
+    cmd = [SNAKEMAKE, "--cores", "2", "-s", str(wd / "Snakefile"), "--directory", str(wd), "--config", "study=smoke",
+           f"tracking_uri=http://{USER}:{PASSWORD}@{gate}", f"data_url={data_url}", f"data_md5={md5}",
+           "train_records=500", "test_records=100", "val_size=100"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    seen_commands = []
+    try:
+        with subprocess.Popen(cmd, cwd=wd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+            while p.poll() is None:  # every job's command line, while the jobs run (not the typed command's)
+                listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+                for line in listing.splitlines():
+                    pid, _, args = line.strip().partition(" ")
+                    if int(pid) != p.pid and ("cnnlab" in args or "snakemake" in args):
+                        seen_commands.append(args)
+                time.sleep(0.5)
+            output = p.stdout.read()
+    finally:
+        data_server.shutdown()
+        data_server.server_close()
+    assert p.returncode == 0, output[-4000:]
+    secrets = (PASSWORD, DATA_TOKEN)
+    assert len(seen_commands) > 10 and not [c for c in seen_commands if any(s in c for s in secrets)]
+    for secret in secrets:
+        assert secret not in output, "snakemake's output"
+        for path in sorted(wd.rglob("*")):  # .snakemake/ (metadata, scripts, logs), logs/, results/ ...
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path.relative_to(wd)
+    # The server was reached with the credentials; the archive with its user, password and token.
+    assert auth.seen and set(auth.seen) == {auth.expected}
+    stats = json.loads((wd / "results" / "data" / "cifar10.json").read_text())
+    assert stats["source_url"] == f"http://127.0.0.1:{data_server.server_address[1]}/tiny.tar.gz"

@@ -184,3 +184,50 @@ def test_the_driver_s_gpu_count_matches_nvidia_smi():
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
         listed = sum(line.startswith("GPU ") for line in out.splitlines())
     assert nvml_gpu_count() == listed
+
+
+def _start_as(uid: int, env_extra: dict, hold_s: float) -> subprocess.Popen:
+    """A job of another user (root starts it with that uid), with the default lock folder."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CNNLAB_GPU_LOCK_DIR", "XDG_RUNTIME_DIR", "SLURM_JOB_GPUS")}
+    env.update(CUDA_VISIBLE_DEVICES="0", CNNLAB_JOBS_PER_GPU="1", HOME="/tmp", **env_extra)
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(hold_s)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, user=uid, cwd="/tmp")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a second user's job needs root")
+def test_two_users_each_get_a_private_slot_folder_of_their_own(tmp_path):
+    # Two users on one machine, one GPU: each holds the GPU's one slot in a folder of their own (mode
+    # 0700, owned by them) instead of the second failing on the first user's folder or waiting on its slot.
+    uids = (54321, 54322)
+    procs = [_start_as(uid, {}, 30) for uid in uids]
+    try:
+        pinned = _pinned(procs, 2, timeout_s=120)
+        assert sorted(pinned.values()) == ["0", "0"], [p.stderr.read() for p in procs if p not in pinned]
+    finally:
+        _stop(procs)
+    import tempfile
+
+    for uid in uids:
+        folder = os.path.join(tempfile.gettempdir(), f"cnnlab-gpu-slots-{uid}")
+        info = os.stat(folder)
+        assert info.st_uid == uid and info.st_mode & 0o777 == 0o700
+        subprocess.run(["rm", "-rf", folder], check=True)
+
+
+def test_a_slot_folder_someone_else_owns_is_refused_in_one_sentence(tmp_path):
+    from cnnlab.errors import UserError
+    from cnnlab.training.gpu import acquire_gpu_slot
+
+    open_to_all = tmp_path / "slots"
+    open_to_all.mkdir(mode=0o777)
+    os.chmod(open_to_all, 0o777)  # anyone could plant locks or links in it
+    with pytest.raises(UserError, match="is not a folder of this user's own that only they may write to"):
+        acquire_gpu_slot(["0"], 1, folder=open_to_all, wait_s=0)
+    if os.geteuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 54321, 54321)  # pre-created by another user
+        start = time.monotonic()
+        with pytest.raises(UserError, match="owner uid 54321"):
+            acquire_gpu_slot(["0"], 1, folder=theirs, wait_s=0)
+        assert time.monotonic() - start < 5  # refused, not waited on

@@ -1,6 +1,7 @@
 """Interrupted, faulty or crowded: real processes, real SIGKILL, real Snakemake."""
 
 import csv
+import io
 import os
 import signal
 import subprocess
@@ -175,3 +176,39 @@ def test_sigterm_ends_the_job_as_killed_and_the_same_command_resumes_it(tmp_path
     assert "resuming from" in again.stderr
     assert read_json(tmp_path / "run" / "result.json")["mlflow_run_id"] == run_id
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_killing_the_whole_workflow_then_rerunning_leaves_no_run_running_and_the_report_of_a_straight_run(tmp_path):
+    reports = {}
+    for name in ("straight", "killed"):
+        wd, base, config = _workflow(tmp_path, name, RESUME_STUDY, n_per_batch=300)
+        if name == "killed":
+            # Snakemake, its warm process and every job in one process group, killed outright mid-epoch.
+            proc = subprocess.Popen([*base, "--cores", "1", *config], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                    start_new_session=True)
+            log = wd / "logs" / name / "train" / "cnn_small-seed0.log"
+            deadline = time.monotonic() + 600
+            while not (log.exists() and "epoch 1:" in log.read_text()):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=120)
+            time.sleep(1)
+            assert subprocess.run(["pgrep", "-f", f"study={name}"], capture_output=True).returncode == 1
+            assert _sm([*base, "--unlock", *config]).returncode == 0
+        done = _sm([*base, "--cores", "1", "--rerun-incomplete", *config])
+        assert done.returncode == 0, done.stderr[-3000:]
+        client = MlflowClient(f"sqlite:///{wd / 'results' / 'mlflow.db'}")
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+        report = wd / "results" / name / "report"
+        reports[name] = [(report / f).read_text() for f in ("summary.csv", "claims.csv")]
+    # The same numbers as a run never interrupted: the summary's and the claims' tables alike but for
+    # the columns that time the run.
+    import pandas as pd
+
+    straight, killed = ([pd.read_csv(io.StringIO(t)) for t in reports[k]] for k in ("straight", "killed"))
+    timing = ["train_seconds_mean", "images_per_sec_mean"]
+    pd.testing.assert_frame_equal(straight[0].drop(columns=timing), killed[0].drop(columns=timing))
+    pd.testing.assert_frame_equal(straight[1], killed[1])

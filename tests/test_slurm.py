@@ -112,3 +112,27 @@ def test_smoke_study_runs_on_slurm(tmp_path):
     assert sorted(r.data.tags["variant"] for r in runs) == ["cnn_baseline", "mlp_baseline"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all("val/acc" in r.data.metrics for r in runs)
+
+
+def test_secrets_in_a_url_are_refused_under_slurm_before_anything_is_submitted(tmp_path):
+    # Snakemake hands a cluster job the --config of the command line as typed: a URL with a password
+    # or a token would be in every job's command line (ps, scontrol show job). It is refused at once.
+    reason = _slurm_unavailable()
+    require(reason is None, reason or "")
+    work = tmp_path / "work"
+    work.mkdir()
+    secret = "Sl0rm-s3cret"
+    for key, value in (("tracking_uri", f"http://alice:{secret}@127.0.0.1:9"),
+                       ("data_url", f"https://data.example/cifar-10-binary.tar.gz?X-Amz-Signature={secret}")):
+        cmd = [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(REPO / "Snakefile"),
+               "--directory", str(work), "--workflow-profile", str(PROFILE), "--cores", "2",
+               "--config", "study=smoke", f"{key}={value}"]
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and f"{key} carries credentials or a token" in out, out[-3000:]
+        assert secret not in out and "submitted with SLURM jobid" not in out
+    for path in work.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    queued = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True, timeout=30).stdout
+    assert secret not in queued

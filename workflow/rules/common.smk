@@ -15,12 +15,48 @@ from snakemake.utils import validate
 from cnnlab.study.config import check_accelerator, fingerprint
 from cnnlab.errors import UserError
 from cnnlab.training.gpu import set_jobs_per_gpu, visible_gpus
+from cnnlab.data.download import SECRET_URL_VARIABLE, has_secrets, public_url
 from cnnlab.data.preprocess import check_prepared
 from cnnlab.report.registry import figures as report_figures
 from cnnlab.study.studies import AUTO_STUDY, compose_config, load_study, resolve_auto_study
-from cnnlab.tracking.uri import store_uri
+from cnnlab.tracking.uri import has_credentials, on_network_filesystem, store_uri
 
 validate(config, "../schemas/config.schema.yaml")
+
+
+def keep_out_of_records(key, public):
+    """config[key] holds a secret: from here on config, and the command line Snakemake logs and prints,
+    hold `public` instead (a `script:` job's temporary file embeds the config; the log's header shows
+    sys.argv when the workflow starts)."""
+    secret = str(config[key])
+    config[key] = public
+    sys.argv[:] = [a.replace(secret, public) for a in sys.argv]
+
+
+# Secrets in the two URLs: a tracking server's user and password, the data's user and password or a
+# pre-signed URL's token. Snakemake hands a cluster job the command line's --config as typed (its
+# spawned command, `scontrol show job`), so a cluster run refuses them; locally they are taken out
+# here, once, and reach only the processes that need them, through the environment.
+for key, secret_in, where in (
+    (
+        "tracking_uri",
+        has_credentials(str(config["tracking_uri"])),
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
+    ),
+    (
+        "data_url",
+        has_secrets(str(config["data_url"])),
+        "~/.netrc for a user and password, or download the archive once on this host and pass data_url=file:///<path>",
+    ),
+):
+    if secret_in and not workflow.local_exec:
+        raise WorkflowError(
+            f"{key} carries credentials or a token, which Snakemake would pass to every cluster job's command "
+            f"line; give it without them and use {where}."
+        )
+if has_secrets(str(config["data_url"])):
+    os.environ[SECRET_URL_VARIABLE] = str(config["data_url"])  # read by the download job alone
+    keep_out_of_records("data_url", public_url(str(config["data_url"])))
 if config["val_size"] >= config["train_records"]:
     raise WorkflowError(
         f"val_size ({config['val_size']}) must be smaller than train_records ({config['train_records']}); "
@@ -100,12 +136,27 @@ try:
     TRACKING_URI = store_uri(config["tracking_uri"], "tracking_uri")
 except UserError as e:
     raise WorkflowError(str(e)) from None
+if has_credentials(str(config["tracking_uri"])):
+    keep_out_of_records("tracking_uri", TRACKING_URI)
 # Set for the jobs, not read: `envvars:` would demand it before the workflow starts.
 os.environ.update(MLFLOW_TRACKING_URI=TRACKING_URI)
+# Many cluster jobs writing one SQLite file on a network file system lose writes or lock up:
+# a cluster run on one takes a tracking server (docs/cluster.md).
+if not workflow.local_exec and TRACKING_URI.startswith("sqlite:///"):
+    shared = on_network_filesystem(Path(TRACKING_URI.removeprefix("sqlite:///")).parent)
+    if shared:
+        raise WorkflowError(
+            f"The tracking store {TRACKING_URI} is a SQLite file on a {shared} file system, whose locking SQLite "
+            "cannot rely on with many cluster jobs writing at once; start a tracking server (docs/cluster.md) and "
+            "pass --config tracking_uri=http://<host>:5000."
+        )
 
 
 # One thread per CPU training job, as many jobs as cores (docs/benchmarks.md, CPU settings).
 TRAIN_THREADS = 1
+# What a training job declares it holds (mem_mb): the data set as uint8 and as float32, the network,
+# its activations and the optimizer's state, with room to spare.
+TRAIN_MEM_MB = 4000
 
 # Training jobs fork from a warm process that has imported torch, Lightning and MLflow once
 # (cnnlab.launch.forkserver, which reads this from the environment the jobs inherit).
@@ -128,6 +179,16 @@ if workflow.local_exec and "gpu" not in workflow.global_resources:
     LOCAL_GPUS = count_local_gpus()
     if LOCAL_GPUS > 0:
         workflow.register_resource("gpu", LOCAL_GPUS * JOBS_PER_GPU)
+# Locally, the jobs' declared memory (mem_mb) is counted against what this machine has free, so
+# `--cores all` on a large machine never starts more jobs than its memory holds (each CPU job keeps
+# its own float32 copy of the data set). CNNLAB_AVAILABLE_MB stands in for the measured amount; a
+# `--resources mem_mb=...` on the command line wins.
+if workflow.local_exec and "mem_mb" not in workflow.global_resources:
+    import psutil
+
+    available = int(os.environ.get("CNNLAB_AVAILABLE_MB") or psutil.virtual_memory().available // 2**20)
+    workflow.register_resource("mem_mb", max(available, TRAIN_MEM_MB))  # one job at least, however little
+
 
 # A run that asks for a GPU (or another accelerator) this machine lacks stops here, before any job.
 # Under a cluster executor the jobs run elsewhere, on nodes the scheduler chooses.

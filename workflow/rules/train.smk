@@ -19,7 +19,7 @@ rule train_variant:
     threads: TRAIN_THREADS
     resources:
         gpu=1,
-        mem_mb=4000,
+        mem_mb=TRAIN_MEM_MB,
         runtime=120,
     params:
         run_dir=RUN_DIR,

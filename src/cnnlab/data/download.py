@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import pooch
 
-from cnnlab.atomic import usual_permissions
+from cnnlab.atomic import clear_leftovers, usual_permissions
 from cnnlab.data.cifar import check_members
 from cnnlab.errors import UserError
 
@@ -30,10 +30,27 @@ OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 OFFICIAL_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 
 
+# The data URL with its secrets, handed to the download job in the environment it inherits: never a
+# rule's parameter, a config value or a command line, which Snakemake records and prints.
+SECRET_URL_VARIABLE = "CNNLAB_DATA_URL"
+
+
 def public_url(url: str) -> str:
-    """The URL as a record may show it (MLflow's dataset source): without a user name and password."""
+    """The URL as a record, a message or a log may show it: without a user name and password, and without
+    a query or fragment (a pre-signed URL's signature, a token)."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
+
+
+def has_secrets(url: str) -> bool:
+    return public_url(url) != url
+
+
+def url_to_fetch(public: str) -> str:
+    """The URL the download job fetches: the one with its secrets from the environment when it is the
+    same address as `public` (the rule's parameter), else `public` itself."""
+    secret = os.environ.get(SECRET_URL_VARIABLE, "")
+    return secret if secret and public_url(secret) == public else public
 
 
 def fetch_archive(url: str, md5: str, dest: str | Path, retries: int = 3, timeout_s: int = 60) -> Path:
@@ -43,9 +60,17 @@ def fetch_archive(url: str, md5: str, dest: str | Path, retries: int = 3, timeou
     if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):
         raise UserError(f"data_md5 '{md5}' is not an MD5 checksum; give the 32 hex digits published with the archive.")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(dest.parent, [dest.name])  # what a killed download left
     scheme = urlparse(url).scheme
     if scheme in ("http", "https", "ftp", "sftp"):
-        _fetch_remote(url, md5, dest, retries, timeout_s)
+        # pooch logs each URL it fetches, signature and all: only its warnings are let through.
+        pooch_log = pooch.get_logger()
+        level = pooch_log.level
+        pooch_log.setLevel(logging.WARNING)
+        try:
+            _fetch_remote(url, md5, dest, retries, timeout_s)
+        finally:
+            pooch_log.setLevel(level)
     else:
         _copy_local(url, md5, dest)
     log.info("archive %s verified (md5 %s)", dest, md5)
@@ -72,8 +97,9 @@ def _fetch_remote(url: str, md5: str, dest: Path, retries: int, timeout_s: int) 
                 raise UserError(_mismatch_message(url, md5, _actual_md5(str(e)))) from None
             raise
         except Exception as e:  # requests' many connection errors, after pooch's retries
+            detail = str(e).replace(url, public_url(url))  # the error may quote the URL with its secrets
             raise UserError(
-                f"Could not download {url} after {retries + 1} tries ({type(e).__name__}: {e}); "
+                f"Could not download {public_url(url)} after {retries + 1} tries ({type(e).__name__}: {detail}); "
                 "check the URL and the network, or pass a local copy with data_url=file:///path."
             ) from None
         _check_members(got, url)
@@ -101,7 +127,7 @@ def _copy_local(url: str, md5: str, dest: Path) -> None:
 
 def _mismatch_message(url: str, expected: str, actual: str) -> str:
     return (
-        f"The archive from {url} has MD5 {actual} but {expected} was expected; the file was removed. "
+        f"The archive from {public_url(url)} has MD5 {actual} but {expected} was expected; the file was removed. "
         "Download it again, or if you use a mirror pass its own checksum with data_md5=..."
     )
 
@@ -114,11 +140,12 @@ def _actual_md5(pooch_message: str) -> str:
 
 def _check_members(path: str | Path, url: str) -> None:
     """Refuse (as a UserError naming the member) an archive whose checksum matched but whose layout is hostile."""
+    shown = public_url(url)
     try:
         with tarfile.open(path, "r:gz") as tar:
-            check_members(tar, url)
+            check_members(tar, shown)
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"The archive from {url} is not a readable .tar.gz ({e}); check data_url.") from None
+        raise UserError(f"The archive from {shown} is not a readable .tar.gz ({e}); check data_url.") from None
 
 
 def _has_tqdm() -> bool:

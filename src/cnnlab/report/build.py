@@ -21,6 +21,7 @@ from cnnlab.report.sections.claims import claims_table
 from cnnlab.report.summary import runs_table, summarize, to_markdown, variant_models
 from cnnlab.study.studies import load_study
 from cnnlab.tracking import store as tracking
+from cnnlab.tracking.job_runs import JOB_TAG, close_duplicates, job_id, mark_closed, mark_open
 
 log = logging.getLogger(__name__)
 
@@ -120,19 +121,25 @@ def _log_report_run(client, study_name: str, out: Path, table) -> str | None:
 
     run_id = None
     try:
-        run = retry(client.create_run, experiment_id(client, study_name), run_name="report",
-                    tags={"cnnlab.kind": "report", "study": study_name})
+        exp_id = experiment_id(client, study_name)
+        job = job_id(out)
+        run = retry(client.create_run, exp_id, run_name="report",
+                    tags={"cnnlab.kind": "report", "study": study_name, JOB_TAG: job})
         run_id = run.info.run_id
+        mark_open(out, run_id, client.tracking_uri)  # a report killed from here on is found by the sweep
+        close_duplicates(client, exp_id, job, keep=run_id)
         retry(client.log_metric, run_id, "variants_ok", float((table.status == "ok").sum()))
         for name in ("report.html", "summary.csv", "summary.md"):
             retry(client.log_artifact, run_id, str(out / name))
         retry(client.set_terminated, run_id, "FINISHED")
+        mark_closed(out)
         return run_id
     except Exception as e:
         log.warning("could not log the report to MLflow: %s", tracking.first_line(e))
         if run_id is not None:
             try:
                 retry(client.set_terminated, run_id, "FAILED")
+                mark_closed(out)
             except Exception:
                 log.warning("could not mark the report run %s as FAILED", run_id)
         return None

@@ -93,3 +93,34 @@ def store_uri(configured: str = "", source: str = "the tracking URI") -> str:
     if os.environ.get(URI_VARIABLE) or not configured:
         return resolve_uri()
     return resolve_uri(move_credentials(configured, source))
+
+
+# File systems whose locking SQLite cannot rely on (its documentation: WAL needs shared memory on one
+# host; NFS, Lustre and GPFS locks are unreliable or slow under many writers).
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
+                       "fuse.sshfs", "9p", "afs", "panfs", "pvfs2", "orangefs", "fuse.glusterfs", "fuse.ceph")
+
+
+def filesystem_of(path: str | Path, mounts: str | None = None) -> str:
+    """The type of the file system holding path (its longest mount point in /proc/mounts); "" if unknown."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return ""
+    target = Path(path).resolve()
+    best, kind = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == Path(point) or Path(point) in target.parents) and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def on_network_filesystem(path: str | Path, mounts: str | None = None) -> str:
+    """The network file system's type when path lies on one, else ""."""
+    kind = filesystem_of(path, mounts)
+    return kind if kind in NETWORK_FILESYSTEMS else ""

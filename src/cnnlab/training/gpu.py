@@ -10,12 +10,20 @@ CUDA reads them), else every GPU the NVIDIA driver reports. The workflow says ho
 (`jobs_per_gpu` in workflow/config.yaml, handed to its jobs as CNNLAB_JOBS_PER_GPU); a job started
 by hand has the GPU to itself unless that variable says otherwise. Under SLURM (SLURM_JOB_GPUS)
 the scheduler has already given the job its GPU, and nothing is locked.
+
+The lock files live in a folder of the user's own, private to them (mode 0700): $XDG_RUNTIME_DIR/
+cnnlab-gpu-slots where the login session has one, else cnnlab-gpu-slots-<uid> in the temporary
+folder. Two users of one machine never share it, and a folder someone else made there first is
+refused with one sentence instead of being used (a user who could hold its slots could hold every
+GPU). One probe at a time chooses a slot (a lock of its own), so two jobs starting together never
+both see the same GPU as the least busy.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +37,29 @@ log = logging.getLogger(__name__)
 
 def lock_dir() -> Path:
     """Read when a job asks, not at import: a job forked by the warm process has its own environment."""
-    return Path(os.environ.get("CNNLAB_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "cnnlab-gpu-slots"))
+    if os.environ.get("CNNLAB_GPU_LOCK_DIR"):
+        return Path(os.environ["CNNLAB_GPU_LOCK_DIR"])
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "cnnlab-gpu-slots"
+    return Path(tempfile.gettempdir()) / f"cnnlab-gpu-slots-{os.getuid()}"
+
+
+def private_folder(folder: Path) -> Path:
+    """The folder, made with mode 0700 if it is not there; refused unless this user owns it and no one else
+    may write to it (a folder another user made could be filled with locks they hold, or links)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise UserError(
+            f"The GPU slot folder {folder} is not a folder of this user's own that only they may write to (owner "
+            f"uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); remove it, or set CNNLAB_GPU_LOCK_DIR to a "
+            "private folder of yours."
+        )
+    return folder
 
 
 JOBS_PER_GPU_VARIABLE = "CNNLAB_JOBS_PER_GPU"
@@ -97,27 +127,30 @@ def acquire_gpu_slot(gpus: list[str], per_gpu: int = 1, folder: Path | None = No
     """
     if not gpus:
         return None
-    folder = lock_dir() if folder is None else folder
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(lock_dir() if folder is None else folder)
+    probing = FileLock(folder / "probe.lock")
     waited = 0.0
     while True:
         # Probe every slot: the free ones are taken for a moment, so that the job can go to the
         # GPU with the fewest jobs on it (spreads 2 jobs over 2 GPUs instead of stacking them).
-        free: dict[str, list[FileLock]] = {gpu: [] for gpu in gpus}
-        for gpu in gpus:
-            for slot in range(per_gpu):
-                lock = FileLock(folder / _lock_name(gpu, slot))
-                try:
-                    lock.acquire(timeout=0)
-                except Timeout:
-                    continue
-                free[gpu].append(lock)
-        best = max(gpus, key=lambda gpu: len(free[gpu]))  # first of the least busy GPUs
-        kept = free[best][0] if free[best] else None
-        for locks in free.values():
-            for lock in locks:
-                if lock is not kept:
-                    lock.release()
+        # One probe at a time: two interleaved probes could each find half of every GPU's slots
+        # free and both choose the first GPU.
+        with probing:
+            free: dict[str, list[FileLock]] = {gpu: [] for gpu in gpus}
+            for gpu in gpus:
+                for slot in range(per_gpu):
+                    lock = FileLock(folder / _lock_name(gpu, slot))
+                    try:
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        continue
+                    free[gpu].append(lock)
+            best = max(gpus, key=lambda gpu: len(free[gpu]))  # first of the least busy GPUs
+            kept = free[best][0] if free[best] else None
+            for locks in free.values():
+                for lock in locks:
+                    if lock is not kept:
+                        lock.release()
         if kept is not None:
             return best, kept
         if waited >= wait_s:

@@ -30,6 +30,7 @@ from cnnlab.study.studies import load_study
 from cnnlab.tracking import model as mlflow_model
 from cnnlab.tracking import store
 from cnnlab.tracking.callback import MlflowTracker
+from cnnlab.tracking.job_runs import JOB_TAG, close_duplicates, job_id
 from cnnlab.tracking.relocation import ARTIFACTS_FOLDER
 from cnnlab.tracking.uri import resolve_uri
 from cnnlab.training.provenance import device_name, git_state, versions
@@ -247,8 +248,12 @@ class TrainingRun:
         run = self._existing(run_id) if run_id else None
         if run is None:
             name = f"{self.cfg.run.variant}-seed{self.cfg.seed}"
-            tags = {k: str(v)[: store.MAX_TAG_CHARS] for k, v in tags.items()}  # a server takes text only
+            job = job_id(run_dir.path)
+            tags = {k: str(v)[: store.MAX_TAG_CHARS] for k, v in {**tags, JOB_TAG: job}.items()}  # text only
             run = self._store("opening its run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+            # A create retried after a timeout the store did apply (ours, or MLflow's own HTTP retries)
+            # made a twin that no folder names: closed now, by the job it belongs to.
+            close_duplicates(self.client, self.experiment_id, job, keep=run.info.run_id, wait_s=self.wait_s)
         self.run_id = run.info.run_id
         run_dir.save_state(fingerprint=fp, mlflow_run_id=self.run_id, tracking_uri=self.uri,
                            experiment_id=self.experiment_id)  # fmt: skip

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from cnnlab.atomic import write_text
+from cnnlab.atomic import clear_leftovers, keep_newest, write_text
 from cnnlab.training.checkpoint import resumable
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,15 @@ class RunDir:
     def save_result(self, result: dict) -> None:
         write_text(self.result_file, json.dumps(result, indent=2) + "\n")
 
+    def clear_leftovers(self) -> None:
+        """As a run starts: temporary files a killed job left, and all but the newest folder of checkpoints
+        set aside and the newest damaged copy of each checkpoint."""
+        clear_leftovers(self.path, [self.state_file.name, self.result_file.name, self.config_file.name,
+                                    self.precision_file.name])
+        keep_newest(self.path.glob("checkpoints.stale-*"))
+        for name in ("last.ckpt", "best.ckpt"):
+            keep_newest(self.checkpoints.glob(f"{name}.damaged-*"))
+
     def resume_checkpoint(self, fp: str) -> Path | None:
         """The checkpoint to resume from: last.ckpt when it was written under the same config
         fingerprint and is intact, else best.ckpt when that is; None to start afresh.
@@ -49,6 +58,7 @@ class RunDir:
             stale = self.path / f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}"
             self.checkpoints.rename(stale)
             log.warning("checkpoints were made with another config; moved to %s", stale)
+            keep_newest(self.path.glob("checkpoints.stale-*"))
             return None
         for candidate in (last, self.checkpoints / "best.ckpt"):
             if not candidate.is_file():

@@ -64,6 +64,8 @@ def _train(cfg: DictConfig, t_start: float) -> dict:
     gpu_lock = pin_to_free_gpu() if _runs_on_one_gpu(cfg) else None  # noqa: F841
     run_dir = RunDir(cfg.run.dir)
     run_dir.path.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:  # the one process that writes the folder
+        run_dir.clear_leftovers()
     fp = fingerprint(cfg)
     resume = run_dir.resume_checkpoint(fp)
     torch.manual_seed(cfg.seed)

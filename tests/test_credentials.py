@@ -290,3 +290,25 @@ def test_a_workflow_given_secrets_in_both_urls_keeps_them_out_of_every_record_an
     assert auth.seen and set(auth.seen) == {auth.expected}
     stats = json.loads((wd / "results" / "data" / "cifar10.json").read_text())
     assert stats["source_url"] == f"http://127.0.0.1:{data_server.server_address[1]}/tiny.tar.gz"
+
+
+MOUNTS = """sysfs /sys sysfs rw 0 0
+/dev/sda1 / ext4 rw,relatime 0 0
+head:/export/home /home nfs4 rw,vers=4.2 0 0
+/dev/sdb1 /home/alice/local\\040disk xfs rw 0 0
+lustre@o2ib:/scratch /scratch lustre rw 0 0
+tmpfs /tmp tmpfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(("path", "network"), [
+    ("/home/alice/cnnlab/results/mlflow.db", "nfs4"),
+    ("/scratch/alice/results/mlflow.db", "lustre"),
+    ("/home/alice/local disk/results/mlflow.db", ""),  # a local disk mounted inside the NFS home
+    ("/tmp/results/mlflow.db", ""),
+    ("/opt/cnnlab/results/mlflow.db", ""),
+])
+def test_a_store_on_a_network_filesystem_is_recognised_by_its_longest_mount(path, network):
+    from cnnlab.tracking.uri import on_network_filesystem
+
+    assert on_network_filesystem(path, MOUNTS) == network

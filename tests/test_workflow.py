@@ -106,3 +106,38 @@ def test_the_longest_training_jobs_are_scheduled_first(tmp_path):
     assert len(priority) == 21
     assert min(priority[v] for v in ("cnn_baseline", "cnn_all", "cnn_gap")) > priority["mlp_baseline"]
     assert priority["mlp_baseline"] > max(priority[v] for v in ("mlp_limited_baseline", "mlp_l1", "mlp_augment"))
+
+
+def most_training_jobs_at_once(log: str) -> int:
+    """The most train_variant jobs running together, from Snakemake's log of starts and ends."""
+    running, most, rule = set(), 0, None
+    for line in log.splitlines():
+        if m := re.match(r"\s*(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+        elif (m := re.match(r"\s+jobid: (\d+)", line)) and rule == "train_variant":
+            running.add(m.group(1))
+            most = max(most, len(running))
+        elif m := re.match(r"Finished jobid: (\d+)", line):
+            running.discard(m.group(1))
+    return most
+
+
+@pytest.mark.slow
+def test_the_jobs_memory_is_counted_against_what_the_machine_has_free(tmp_path, served_archive):
+    # Each training job declares the memory it holds (mem_mb); locally the workflow registers what the
+    # machine has free as the limit, so --cores never starts more jobs than fit. CNNLAB_AVAILABLE_MB
+    # stands in for a machine with room for one job: the smoke study's two jobs then run one by one.
+    url, md5 = served_archive
+    wd = copy_workflow(tmp_path / "wd")
+    config = ["--config", "study=smoke", f"data_url={url}", f"data_md5={md5}", *TINY]
+    proc = run([SNAKEMAKE, "--cores", "2", "-s", str(wd / "Snakefile"), "--directory", str(wd), *config],
+               cwd=wd, timeout=900, env={"CNNLAB_AVAILABLE_MB": "4000"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "train_variant" in proc.stderr and most_training_jobs_at_once(proc.stderr) == 1
+
+
+def test_the_count_of_jobs_at_once_reads_snakemakes_log():
+    log = "\n".join(["localrule train_variant:", "    jobid: 7", "localrule train_variant:", "    jobid: 8",
+                     "Finished jobid: 7 (Rule: train_variant)", "localrule build_report:", "    jobid: 9",
+                     "Finished jobid: 8 (Rule: train_variant)"])
+    assert most_training_jobs_at_once(log) == 2

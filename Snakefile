@@ -30,10 +30,11 @@ rule all:
 
 
 onstart:
-    # Before any job: the store follows a moved project folder; runs left RUNNING by a workflow
-    # that was killed outright are closed; the warm process the training jobs fork from starts
-    # (under --use-conda the first job starts it, in the jobs' interpreter); then how many training
-    # jobs, and for about how long on this machine.
+    # Before any job: a cluster run given what it must not be (common.smk) stops; the store follows
+    # a moved project folder; runs left RUNNING by a workflow that was killed outright are closed; the
+    # warm process the training jobs fork from starts (under --use-conda the first job starts it, in
+    # the jobs' interpreter); then how many training jobs, and for about how long on this machine.
+    refuse_what_a_cluster_must_not_get()
     follow_moved_project_folder()
     close_abandoned_runs()
     if workflow.local_exec:

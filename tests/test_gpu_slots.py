@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -186,20 +187,51 @@ def test_the_driver_s_gpu_count_matches_nvidia_smi():
     assert nvml_gpu_count() == listed
 
 
-def _start_as(uid: int, env_extra: dict, hold_s: float) -> subprocess.Popen:
+def _runnable_by_anyone(path: str) -> bool:
+    """Whether any user may run the file at path: it and every folder above it open to others."""
+    real = Path(path).resolve()
+    return real.is_file() and all(os.stat(p).st_mode & 0o001 for p in [real, *real.parents])
+
+
+@pytest.fixture(scope="module")
+def shared_install():
+    """(interpreter, PYTHONPATH) another user can run: the slot code and filelock copied to a folder
+    open to all, and a Python whose path is too (this checkout or its interpreter may be private)."""
+    import shutil
+    import tempfile
+
+    import filelock
+
+    python = next((p for p in (sys.executable, "/usr/bin/python3") if _runnable_by_anyone(p)), None)
+    if python is None:
+        pytest.skip("no Python interpreter on this machine that another user may run")
+    folder = Path(tempfile.mkdtemp(prefix="cnnlab-shared-install-"))
+    src = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
+    for rel in ("__init__.py", "errors.py", "training/__init__.py", "training/gpu.py"):
+        (folder / "cnnlab" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / rel, folder / "cnnlab" / rel)
+    shutil.copytree(Path(filelock.__file__).parent, folder / "filelock")
+    for p in [folder, *folder.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    yield python, str(folder)
+    shutil.rmtree(folder)
+
+
+def _start_as(uid: int, install: tuple[str, str], hold_s: float) -> subprocess.Popen:
     """A job of another user (root starts it with that uid), with the default lock folder."""
+    python, path = install
     env = {k: v for k, v in os.environ.items() if k not in ("CNNLAB_GPU_LOCK_DIR", "XDG_RUNTIME_DIR", "SLURM_JOB_GPUS")}
-    env.update(CUDA_VISIBLE_DEVICES="0", CNNLAB_JOBS_PER_GPU="1", HOME="/tmp", **env_extra)
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(hold_s)], stdout=subprocess.PIPE,
+    env.update(CUDA_VISIBLE_DEVICES="0", CNNLAB_JOBS_PER_GPU="1", HOME="/tmp", PYTHONPATH=path)
+    return subprocess.Popen([python, "-c", CHILD, str(hold_s)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, user=uid, cwd="/tmp")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="starting a second user's job needs root")
-def test_two_users_each_get_a_private_slot_folder_of_their_own(tmp_path):
+def test_two_users_each_get_a_private_slot_folder_of_their_own(shared_install):
     # Two users on one machine, one GPU: each holds the GPU's one slot in a folder of their own (mode
     # 0700, owned by them) instead of the second failing on the first user's folder or waiting on its slot.
     uids = (54321, 54322)
-    procs = [_start_as(uid, {}, 30) for uid in uids]
+    procs = [_start_as(uid, shared_install, 30) for uid in uids]
     try:
         pinned = _pinned(procs, 2, timeout_s=120)
         assert sorted(pinned.values()) == ["0", "0"], [p.stderr.read() for p in procs if p not in pinned]

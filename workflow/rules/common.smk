@@ -33,6 +33,10 @@ def keep_out_of_records(key, public):
     sys.argv[:] = [a.replace(secret, public) for a in sys.argv]
 
 
+# What a run under a cluster executor must not be given, each as the sentence that refuses it. The
+# executor is known only once the workflow starts (workflow.local_exec is true while the Snakefile is
+# read), so they are collected here and refused in `onstart`, before any job is submitted.
+CLUSTER_REFUSALS = []
 # Secrets in the two URLs: a tracking server's user and password, the data's user and password or a
 # pre-signed URL's token. Snakemake hands a cluster job the command line's --config as typed (its
 # spawned command, `scontrol show job`), so a cluster run refuses them; locally they are taken out
@@ -49,8 +53,8 @@ for key, secret_in, where in (
         "~/.netrc for a user and password, or download the archive once on this host and pass data_url=file:///<path>",
     ),
 ):
-    if secret_in and not workflow.local_exec:
-        raise WorkflowError(
+    if secret_in:
+        CLUSTER_REFUSALS.append(
             f"{key} carries credentials or a token, which Snakemake would pass to every cluster job's command "
             f"line; give it without them and use {where}."
         )
@@ -142,14 +146,20 @@ if has_credentials(str(config["tracking_uri"])):
 os.environ.update(MLFLOW_TRACKING_URI=TRACKING_URI)
 # Many cluster jobs writing one SQLite file on a network file system lose writes or lock up:
 # a cluster run on one takes a tracking server (docs/cluster.md).
-if not workflow.local_exec and TRACKING_URI.startswith("sqlite:///"):
+if TRACKING_URI.startswith("sqlite:///"):
     shared = on_network_filesystem(Path(TRACKING_URI.removeprefix("sqlite:///")).parent)
     if shared:
-        raise WorkflowError(
+        CLUSTER_REFUSALS.append(
             f"The tracking store {TRACKING_URI} is a SQLite file on a {shared} file system, whose locking SQLite "
             "cannot rely on with many cluster jobs writing at once; start a tracking server (docs/cluster.md) and "
             "pass --config tracking_uri=http://<host>:5000."
         )
+
+
+def refuse_what_a_cluster_must_not_get():
+    """Under a cluster executor, stop at the first of CLUSTER_REFUSALS, before any job is submitted."""
+    if CLUSTER_REFUSALS and not workflow.local_exec:
+        raise WorkflowError(CLUSTER_REFUSALS[0])
 
 
 # One thread per CPU training job, as many jobs as cores (docs/benchmarks.md, CPU settings).
@@ -182,8 +192,10 @@ if workflow.local_exec and "gpu" not in workflow.global_resources:
 # Locally, the jobs' declared memory (mem_mb) is counted against what this machine has free, so
 # `--cores all` on a large machine never starts more jobs than its memory holds (each CPU job keeps
 # its own float32 copy of the data set). CNNLAB_AVAILABLE_MB stands in for the measured amount; a
-# `--resources mem_mb=...` on the command line wins.
-if workflow.local_exec and "mem_mb" not in workflow.global_resources:
+# `--resources mem_mb=...` on the command line wins. While the Snakefile is read the executor is not
+# known yet (local_exec is true even under SLURM); a cluster executor runs with --jobs (the profile's
+# `jobs`), a local run with --cores alone: only the latter counts the submit host's memory.
+if workflow.local_exec and workflow.nodes is None and "mem_mb" not in workflow.global_resources:
     import psutil
 
     available = int(os.environ.get("CNNLAB_AVAILABLE_MB") or psutil.virtual_memory().available // 2**20)

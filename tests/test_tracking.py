@@ -169,3 +169,25 @@ def test_studies_creating_one_new_store_at_once_all_succeed(tmp_path):
     ids = {out.strip() for out, _ in results}
     client = MlflowClient(uri)
     assert {client.get_experiment(i).name for i in ids} == {f"study{i}" for i in range(2)}
+
+
+def test_a_twin_run_left_by_a_retried_create_is_closed_by_its_own_job(tmp_path, arrays):
+    # A create_run retried after a timeout the store did apply leaves a second RUNNING run that no
+    # run folder names. Each run carries its job's id (cnnlab.job); the job closes its twins itself.
+    from cnnlab.tracking.job_runs import DUPLICATE, JOB_TAG, job_id
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("smoke")
+    twin = client.create_run(exp_id, run_name="cnn_baseline-seed0", tags={JOB_TAG: job_id(run_dir)})
+    other_job = client.create_run(exp_id, run_name="mlp_baseline-seed0", tags={JOB_TAG: job_id(tmp_path / "other")})
+    proc = run(train_cmd("study=smoke", "variant=cnn_baseline", "seed=0", f"data.arrays={arrays}",
+                         f"tracking.uri={uri}", f"run.dir={run_dir}", "trainer.max_epochs=1"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_json(run_dir / "result.json")
+    ran = client.get_run(result["mlflow_run_id"])
+    assert ran.info.status == "FINISHED" and ran.data.tags[JOB_TAG] == job_id(run_dir)
+    closed = client.get_run(twin.info.run_id)
+    assert closed.info.status == "KILLED" and closed.data.tags["error"] == DUPLICATE
+    assert client.get_run(other_job.info.run_id).info.status == "RUNNING"  # another job's run is not touched

@@ -120,7 +120,7 @@ def test_the_protocol_runs_offline_from_the_kit_and_the_rebuilt_parts(rehearsal)
     assert all(float(size) <= 60 for _, size in calls)
     assert _run([rehearsal["python"], "-c", "import snakemake"]).returncode != 0  # only the kit brings it
 
-    # Each call carries one part (call 1 the wheels too); the machine keeps what earlier calls left.
+    # Each transfer carries one part (the first the wheels too); the machine keeps what earlier steps left.
     held = root / "held"
     held.mkdir()
     for part in parts:
@@ -138,7 +138,7 @@ def test_the_protocol_runs_offline_from_the_kit_and_the_rebuilt_parts(rehearsal)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
 
     results = (root / "out" / "gpu_check_dry_results.txt").read_text()
-    assert "kit: installed by an earlier call" in results
+    assert "kit: installed by an earlier step" in results
     assert f"rebuilt from {len(parts)} parts, MD5 {rehearsal['md5']} checked" in results
     assert "device: cpu (no GPU)" in results
     assert re.search(r"versions: python [\d.]+, torch 2\.13\.0\+cpu, CUDA None, .* snakemake 9\.", results)

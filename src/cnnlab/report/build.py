@@ -127,7 +127,7 @@ def _log_report_run(client, study_name: str, out: Path, table) -> str | None:
                     tags={"cnnlab.kind": "report", "study": study_name, JOB_TAG: job})
         run_id = run.info.run_id
         mark_open(out, run_id, client.tracking_uri)  # a report killed from here on is found by the sweep
-        close_duplicates(client, exp_id, job, keep=run_id)
+        close_duplicates(client, exp_id, job, keep={run_id})
         retry(client.log_metric, run_id, "variants_ok", float((table.status == "ok").sum()))
         for name in ("report.html", "summary.csv", "summary.md"):
             retry(client.log_artifact, run_id, str(out / name))

@@ -65,7 +65,7 @@ def close_abandoned_runs(uri: str, runs_folders: list[Path], wait_s: float = 30)
                 experiment = client.get_run(run_id).info.experiment_id
             except Exception:  # the store lost it: nothing to find its twins by
                 continue
-            closed += close_duplicates(client, experiment, job, keep=None, wait_s=wait_s)
+            closed += close_duplicates(client, experiment, job, keep=set(), wait_s=wait_s)
     for folder in runs_folders:
         study = Path(folder).parent
         for marked in (study, study / "report"):

@@ -45,12 +45,14 @@ def open_marks(folders) -> list[tuple[Path, str, str]]:
     return found
 
 
-def close_duplicates(client, experiment_id: str, job: str, keep: str | None, wait_s: float = 30) -> list[str]:
-    """Mark KILLED every RUNNING run of the experiment tagged with this job id but `keep`; return their ids."""
+def close_duplicates(client, experiment_id: str, job: str, keep: set[str], wait_s: float = 30) -> list[str]:
+    """Mark KILLED every RUNNING run of the experiment tagged with this job id but those in `keep` (the
+    job's own run, and the one its folder names, which the job closes with its own reason); return
+    their ids."""
     from cnnlab.tracking.store import end_run, with_retry
 
     runs = with_retry(client.search_runs, [experiment_id], wait_s=wait_s, doing="looking for twin runs",
                       filter_string=f"tags.`{JOB_TAG}` = '{job}' and attributes.status = 'RUNNING'")
-    return [r.info.run_id for r in runs if r.info.run_id != keep
+    return [r.info.run_id for r in runs if r.info.run_id not in keep
             and end_run(client, r.info.run_id, "KILLED", DUPLICATE, wait_s=wait_s, only_if_running=True,
                         doing="closing a twin run")]

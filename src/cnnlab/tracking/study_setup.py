@@ -37,7 +37,7 @@ def init_study_tracking(
         run = retry(client.create_run, info["experiment_id"], run_name="prepare_data",
                     tags={"cnnlab.kind": "prepare", "study": study, "data_md5": md5, JOB_TAG: job})
         mark_open(folder, run.info.run_id, uri)  # a set-up killed from here on is found by the sweep
-        close_duplicates(client, info["experiment_id"], job, keep=run.info.run_id)
+        close_duplicates(client, info["experiment_id"], job, keep={run.info.run_id})
         try:
             params = {k: stats[k] for k in ("n_train", "n_val", "n_test", "val_size", "split_seed", "archive_md5")}
             params.update({f"zscore_mean_{c}": round(m, 6) for c, m in zip("rgb", stats["mean"], strict=True)})

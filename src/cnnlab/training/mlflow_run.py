@@ -252,8 +252,10 @@ class TrainingRun:
             tags = {k: str(v)[: store.MAX_TAG_CHARS] for k, v in {**tags, JOB_TAG: job}.items()}  # text only
             run = self._store("opening its run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
             # A create retried after a timeout the store did apply (ours, or MLflow's own HTTP retries)
-            # made a twin that no folder names: closed now, by the job it belongs to.
-            close_duplicates(self.client, self.experiment_id, job, keep=run.info.run_id, wait_s=self.wait_s)
+            # made a twin that no folder names: closed now, by the job it belongs to. The run the folder
+            # does name, left by an earlier attempt, is the caller's to close, saying why.
+            named = run_dir.state().get("mlflow_run_id")
+            close_duplicates(self.client, self.experiment_id, job, keep={run.info.run_id, named}, wait_s=self.wait_s)
         self.run_id = run.info.run_id
         run_dir.save_state(fingerprint=fp, mlflow_run_id=self.run_id, tracking_uri=self.uri,
                            experiment_id=self.experiment_id)  # fmt: skip

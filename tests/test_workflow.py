@@ -33,7 +33,6 @@ def snakemake(workdir, *args, timeout=900):
                cwd=workdir, timeout=timeout)
 
 
-@pytest.mark.slow  # a whole study through real snakemake
 def test_smoke_study_from_download_to_report_then_nothing_to_do(tmp_path, served_archive):
     url, md5 = served_archive
     wd = copy_workflow(tmp_path / "wd")
